@@ -1,0 +1,172 @@
+"""The task format every stage shares: questions and a knowledge base, as files with fixed names.
+
+A task lives in one folder (``{RESULTS_DIR}/01_tasks/<task>/``)::
+
+    task.json          {"name", "kind", "description", ...free metadata (seed, size, source)}
+    questions.jsonl    one question per line:
+                       {"id": str, "question": str, "choices": [str, ...] (>= 2), "answer": int
+                        (0-based index into choices), "source_doc_ids": [str] (may be empty),
+                        "subject": str, "kind": str (optional, e.g. probe kind)}
+    kb.jsonl           one document per line: {"doc_id": str, "title": str, "text": str}
+    dev.jsonl          optional few-shot rows, same schema as questions.jsonl
+    paraphrases.jsonl  optional: {"doc_id": str, "paraphrases": [str, ...]} (rewordings shipped with the task)
+
+Loading validates every row and names the file, the line and the fault.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .io import read_json, read_jsonl, write_json, write_jsonl
+
+__all__ = ["Question", "Document", "Task", "TaskFormatError", "load_task", "save_task", "task_dir"]
+
+QUESTIONS, KB, DEV, PARAPHRASES, META = "questions.jsonl", "kb.jsonl", "dev.jsonl", "paraphrases.jsonl", "task.json"
+
+
+class TaskFormatError(ValueError):
+    """A task file is malformed; the message names the file, the line and the fault."""
+
+
+@dataclasses.dataclass
+class Question:
+    """One multiple-choice question. ``answer`` is a 0-based index into ``choices``."""
+
+    id: str
+    question: str
+    choices: list[str]
+    answer: int
+    source_doc_ids: list[str] = dataclasses.field(default_factory=list)
+    subject: str = ""
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"question id must be a non-empty string, got {self.id!r}")
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"question {self.id}: empty question text")
+        if not isinstance(self.choices, list) or len(self.choices) < 2:
+            raise ValueError(f"question {self.id}: needs at least 2 choices, got {self.choices!r}")
+        if any(not isinstance(c, str) or not c.strip() for c in self.choices):
+            raise ValueError(f"question {self.id}: every choice must be a non-empty string")
+        if isinstance(self.answer, bool) or not isinstance(self.answer, int):
+            raise ValueError(f"question {self.id}: answer must be an integer index, got {self.answer!r}")
+        if not 0 <= self.answer < len(self.choices):
+            raise ValueError(f"question {self.id}: answer index {self.answer} out of range for "
+                             f"{len(self.choices)} choices (use 0..{len(self.choices) - 1})")
+        if not isinstance(self.source_doc_ids, list) or any(not isinstance(d, str) for d in self.source_doc_ids):
+            raise ValueError(f"question {self.id}: source_doc_ids must be a list of strings")
+
+    @property
+    def answer_text(self) -> str:
+        return self.choices[self.answer]
+
+
+@dataclasses.dataclass
+class Document:
+    """One knowledge-base document."""
+
+    doc_id: str
+    title: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.doc_id, str) or not self.doc_id:
+            raise ValueError(f"doc_id must be a non-empty string, got {self.doc_id!r}")
+        if not isinstance(self.text, str):
+            raise ValueError(f"document {self.doc_id}: text must be a string")
+        if not isinstance(self.title, str):
+            raise ValueError(f"document {self.doc_id}: title must be a string")
+
+
+@dataclasses.dataclass
+class Task:
+    """A question set Q with its knowledge base B_Q (and optional few-shot rows and rewordings)."""
+
+    name: str
+    questions: list[Question]
+    docs: list[Document]
+    dev: list[Question] = dataclasses.field(default_factory=list)
+    paraphrases: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def doc_by_id(self) -> dict[str, Document]:
+        return {d.doc_id: d for d in self.docs}
+
+
+def task_dir(results_dir: str | Path, name: str) -> Path:
+    """``{results_dir}/01_tasks/<name>``: where notebook 01 writes a task."""
+    return Path(results_dir) / "01_tasks" / name
+
+
+def _rows(path: Path, cls: type, required: tuple[str, ...]) -> list:
+    out = []
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for i, row in enumerate(read_jsonl(path), 1):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise TaskFormatError(f"{path}, line {i}: missing field(s) {missing}; "
+                                  f"each row needs {list(required)}")
+        try:
+            out.append(cls(**{k: v for k, v in row.items() if k in fields}))
+        except (TypeError, ValueError) as exc:
+            raise TaskFormatError(f"{path}, line {i}: {exc}") from None
+    return out
+
+
+def load_task(folder: str | Path) -> Task:
+    """Load and validate a task folder (see module docstring for the format).
+
+    Raises:
+        TaskFormatError: a missing file, a malformed row, a duplicate id, or a question whose
+            source document is not in the knowledge base.
+    """
+    folder = Path(folder)
+    if not (folder / QUESTIONS).exists():
+        raise TaskFormatError(f"{folder}: no {QUESTIONS}; run notebook 01 (or write the task "
+                              "files as described in kinject_utils/tasks.py)")
+    try:
+        questions = _rows(folder / QUESTIONS, Question, ("id", "question", "choices", "answer"))
+        docs = _rows(folder / KB, Document, ("doc_id", "text")) if (folder / KB).exists() else []
+        dev = _rows(folder / DEV, Question, ("id", "question", "choices", "answer")) if (folder / DEV).exists() else []
+    except ValueError as exc:  # read_jsonl's JSON errors already name file and line
+        raise TaskFormatError(str(exc)) from None
+    for what, items, key in (("question id", questions, "id"), ("doc_id", docs, "doc_id")):
+        seen: set[str] = set()
+        for it in items:
+            k = getattr(it, key)
+            if k in seen:
+                raise TaskFormatError(f"{folder}: duplicate {what} {k!r}; ids must be unique")
+            seen.add(k)
+    ids = {d.doc_id for d in docs}
+    if docs:
+        for q in questions:
+            bad = [d for d in q.source_doc_ids if d not in ids]
+            if bad:
+                raise TaskFormatError(f"{folder / QUESTIONS}: question {q.id} cites source "
+                                      f"doc(s) {bad} that are not in {KB}")
+    paraphrases: dict[str, list[str]] = {}
+    if (folder / PARAPHRASES).exists():
+        for i, row in enumerate(read_jsonl(folder / PARAPHRASES), 1):
+            if not isinstance(row.get("doc_id"), str) or not isinstance(row.get("paraphrases"), list):
+                raise TaskFormatError(f"{folder / PARAPHRASES}, line {i}: need doc_id (str) and paraphrases (list)")
+            paraphrases[row["doc_id"]] = [str(p) for p in row["paraphrases"]]
+    meta = read_json(folder / META) if (folder / META).exists() else {}
+    return Task(name=meta.get("name", folder.name), questions=questions, docs=docs, dev=dev,
+                paraphrases=paraphrases, meta=meta)
+
+
+def save_task(task: Task, folder: str | Path) -> Path:
+    """Write a task folder (atomically, file by file; byte-identical for identical tasks)."""
+    folder = Path(folder)
+    write_jsonl(folder / QUESTIONS, [dataclasses.asdict(q) for q in task.questions])
+    write_jsonl(folder / KB, [dataclasses.asdict(d) for d in task.docs])
+    if task.dev:
+        write_jsonl(folder / DEV, [dataclasses.asdict(q) for q in task.dev])
+    if task.paraphrases:
+        write_jsonl(folder / PARAPHRASES, [{"doc_id": k, "paraphrases": v} for k, v in task.paraphrases.items()])
+    meta = {**task.meta, "name": task.name, "n_questions": len(task.questions), "n_docs": len(task.docs)}
+    write_json(folder / META, meta)
+    return folder
