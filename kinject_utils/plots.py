@@ -1,0 +1,224 @@
+"""Figures and tables for notebook 06: ours beside the paper's.
+
+Each function takes the result files' tables (pandas DataFrames read from ``05_scores.csv``,
+``03_train_loss.csv``, ``04_recall.csv``), writes one PNG and returns its path, or returns a
+Markdown string. Missing inputs give an empty-but-honest output ("no rows"), never a crash, so a
+partial run still renders what it has.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_bytes
+from .study import CLAIMS, PAPER_TABLE1, PAPER_TABLE2
+
+__all__ = ["table2_markdown", "table1_markdown", "fig_box_by_method", "fig_relative_gain",
+           "fig_train_loss", "fig_paraphrase_sweep", "fig_recall", "claims_markdown", "relative_gain"]
+
+METHOD_ORDER = ["base", "base+RAG", "FT-reg", "FT-par", "FT-reg+RAG", "FT-par+RAG"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    _plt().close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _main_rows(scores: Any) -> Any:
+    """Rows of the method table: overall subject, one K per RAG method (the configured one)."""
+    if scores is None or len(scores) == 0:
+        return scores
+    s = scores[(scores["subject"] == "all") & scores["method"].isin(METHOD_ORDER)]
+    # base+RAG may have a K sweep: keep the K that the FT+RAG rows used (the grid's configured K)
+    rag_k = s.loc[s["method"].str.contains(r"FT-.*\+RAG", regex=True), "k"]
+    if len(rag_k):
+        k = int(rag_k.mode().iloc[0])
+        s = s[(s["method"] != "base+RAG") | (s["k"] == k)]
+    return s
+
+
+def _fmt(x: Any) -> str:
+    return "" if x is None or x != x else f"{x:.3f}"
+
+
+def table2_markdown(scores: Any) -> str:
+    """Table 2 (current-events style tasks): our accuracy [95% CI] per method, then the paper's rows."""
+    s = _main_rows(scores)
+    lines = ["| model | task | " + " | ".join(METHOD_ORDER) + " |", "|---|---|" + "---|" * len(METHOD_ORDER)]
+    if s is not None and len(s):
+        s = s[s["task"] != "mmlu"]
+        for (model, task), g in s.groupby(["model", "task"]):
+            cells = []
+            for m in METHOD_ORDER:
+                r = g[g["method"] == m]
+                cells.append("" if r.empty else f"{r['score'].iloc[0]:.3f} [{r['score_lo'].iloc[0]:.2f}, {r['score_hi'].iloc[0]:.2f}]")
+            lines.append(f"| {model} (ours) | {task} | " + " | ".join(cells) + " |")
+    for model, row in PAPER_TABLE2.items():
+        lines.append(f"| {model} (paper) | current events | " + " | ".join(_fmt(row.get(m)) for m in METHOD_ORDER) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table1_markdown(scores: Any) -> str:
+    """Table 1 (MMLU): per subject and shots, base / base+RAG / FT / FT+RAG, ours and the paper's."""
+    cols = ["base", "base+RAG", "FT-reg", "FT-reg+RAG"]
+    lines = ["| model | shots | subject | base | base+RAG | FT | FT+RAG |", "|---|---|---|---|---|---|---|"]
+    s = scores[(scores["task"] == "mmlu")] if scores is not None and len(scores) else None
+    if s is not None and len(s):
+        for (model, shots, subject), g in s.groupby(["model", "shots", "subject"]):
+            vals = [g.loc[g["method"] == m, "score"] for m in cols]
+            lines.append(f"| {model} (ours) | {shots} | {subject} | " +
+                         " | ".join(_fmt(v.iloc[0]) if len(v) else "" for v in vals) + " |")
+    for (shots, model), subj in PAPER_TABLE1.items():
+        for subject, row in subj.items():
+            lines.append(f"| {model} (paper) | {shots} | {subject} | " + " | ".join(_fmt(row[m]) for m in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fig_box_by_method(scores: Any, path: str | Path) -> Path:
+    """Figure 2: distribution of accuracy over all experiments (model × task × shots), per method."""
+    plt = _plt()
+    s = _main_rows(scores)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    data, labels = [], []
+    for m in METHOD_ORDER:
+        v = [] if s is None or not len(s) else list(s.loc[s["method"] == m, "score"])
+        if v:
+            data.append(v)
+            labels.append(f"{m}\n(n={len(v)})")
+    if data:
+        ax.boxplot(data, tick_labels=labels)
+    else:
+        ax.text(0.5, 0.5, "no scores yet", ha="center", transform=ax.transAxes)
+    ax.axhline(0.25, ls="--", c="grey", lw=1, label="chance (4 options)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy by method over all experiments (Figure 2)")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def relative_gain(scores: Any) -> Any:
+    """Eq. 5: (L' - L) / L per experiment, L = base accuracy of the same (model, task, shots)."""
+    import pandas as pd
+
+    s = _main_rows(scores)
+    if s is None or not len(s):
+        return pd.DataFrame(columns=["model", "task", "shots", "method", "gain"])
+    base = s[s["method"] == "base"].set_index(["model", "task", "shots"])["score"]
+    rows = []
+    for _, r in s[s["method"] != "base"].iterrows():
+        b = base.get((r["model"], r["task"], r["shots"]))
+        if b:
+            rows.append({"model": r["model"], "task": r["task"], "shots": r["shots"], "method": r["method"],
+                         "gain": (r["score"] - b) / b})
+    return pd.DataFrame(rows)
+
+
+def fig_relative_gain(scores: Any, path: str | Path) -> Path:
+    """Mean relative accuracy gain over the base model (Eq. 5) per method, per model."""
+    plt = _plt()
+    g = relative_gain(scores)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(g):
+        piv = g.groupby(["method", "model"])["gain"].mean().unstack("model")
+        piv = piv.reindex([m for m in METHOD_ORDER if m in piv.index])
+        piv.plot.bar(ax=ax, rot=20)
+    else:
+        ax.text(0.5, 0.5, "no scores yet", ha="center", transform=ax.transAxes)
+    ax.axhline(0, c="k", lw=0.8)
+    ax.set_ylabel("relative gain (L' - L) / L")
+    ax.set_title("Relative accuracy gain per method (Eq. 5)")
+    return _save(fig, path)
+
+
+def fig_train_loss(loss: Any, path: str | Path) -> Path:
+    """Figure 3: training loss per step, one line per (model, task, variant) of the main variants."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if loss is not None and len(loss):
+        for (model, task, variant), g in loss.groupby(["model", "task", "variant"]):
+            ax.plot(g["step"], g["loss"], lw=1, label=f"{model} {task} {variant}")
+        ax.legend(fontsize=6, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no training log", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss (Figure 3)")
+    return _save(fig, path)
+
+
+def fig_paraphrase_sweep(scores: Any, path: str | Path) -> Path:
+    """Figure 4: accuracy against the number of paraphrases, at fixed epochs and at a fixed step budget."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    s = None if scores is None or not len(scores) else scores[
+        scores["method"].str.startswith("FT-par(") & (scores["subject"] == "all")]
+    if s is not None and len(s):
+        for (model, task, budget), g in s.groupby(["model", "task", "budget"]):
+            g = g.sort_values("n_paraphrases")
+            ax.errorbar(g["n_paraphrases"], g["score"], yerr=[g["score"] - g["score_lo"], g["score_hi"] - g["score"]],
+                        marker="o", capsize=3, label=f"{model} {task} ({budget or 'epochs'})")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no paraphrase sweep scored", ha="center", transform=ax.transAxes)
+    ax.axhline(0.25, ls="--", c="grey", lw=1)
+    ax.set_xlabel("number of paraphrases per document")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy vs paraphrases (Figure 4)")
+    return _save(fig, path)
+
+
+def fig_recall(recall: Any, path: str | Path) -> Path:
+    """Retrieval recall@K of the source document, per task and retriever."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if recall is not None and len(recall):
+        for (task, retr), g in recall.groupby(["task", "retriever"]):
+            g = g.sort_values("k")
+            ax.plot(g["k"], g["recall"], marker="o", label=f"{task} ({retr})")
+        ax.legend(fontsize=7)
+        ax.set_ylim(0, 1.02)
+    else:
+        ax.text(0.5, 0.5, "no retrieval diagnostics", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("K (passages retrieved)")
+    ax.set_ylabel("recall@K of the source document")
+    ax.set_title("Retrieval recall")
+    return _save(fig, path)
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    """The claims check as Markdown: verdict per claim and the comparisons that decided it."""
+    lines = ["# Claims check", "",
+             "A comparison counts when the paired 95% bootstrap interval of the accuracy difference "
+             "(same questions) excludes 0.", ""]
+    for c in claims:
+        lines.append(f"## Claim {c['claim']}: {CLAIMS[c['claim']]} — **{c['verdict']}**")
+        lines.append("")
+        if c["evidence"]:
+            lines.append("| model | task | shots | A | B | acc A | acc B | diff [95% CI] | p (McNemar) | holds |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|")
+            from .study import _holds
+
+            for e in c["evidence"]:
+                lines.append(f"| {e['model']} | {e['task']} | {e['shots']} | {e['a']} | {e['b']} | "
+                             f"{e['acc_a']:.3f} | {e['acc_b']:.3f} | {e['diff']:+.3f} [{e['diff_lo']:+.3f}, "
+                             f"{e['diff_hi']:+.3f}] | {e['p_value']:.3g} | {'yes' if _holds(e, '') else 'no'} |")
+        else:
+            lines.append("No cells of this run compare these methods.")
+        for sw in c.get("sweep", []):
+            lines.append(f"\nSweep {sw['model']} {sw['task']} ({sw['budget'] or 'epochs'}): N={sw['n_paraphrases']} "
+                         f"acc={sw['score']}, Spearman {sw['spearman']:.2f}, monotone: {sw['monotone']}")
+        lines.append("")
+    return "\n".join(lines)
