@@ -43,6 +43,8 @@ def test_no_secret_parameters():
         import papermill as pm
 
         for name in pm.inspect_notebook(str(nb_path)):
+            if name.endswith("_ENV"):  # the *name* of an environment variable holding a secret is fine
+                continue
             parts = set(name.split("_"))
             assert not parts & {"KEY", "TOKEN", "SECRET", "PASSWORD", "APIKEY"}, \
                 f"{nb_path.name}: {name} looks like a secret; read it from an environment variable instead"
