@@ -322,9 +322,11 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
         if ca is None or cb is None:
             return None
         ids = sorted(set(ca) & set(cb))
-        res = paired_test([ca[i] for i in ids], [cb[i] for i in ids])
+        # paired_test(x, y) reports y - x: pass (b, a) so diff = acc(a) - acc(b)
+        res = paired_test([cb[i] for i in ids], [ca[i] for i in ids], seed=seed)
         return {"model": model, "task": task, "shots": shots, "a": a, "b": b, "n": len(ids),
-                "acc_a": sum(ca[i] for i in ids) / len(ids), "acc_b": sum(cb[i] for i in ids) / len(ids), **res}
+                "acc_a": res["acc_b"], "acc_b": res["acc_a"], "diff": res["diff"],
+                "diff_lo": res["diff_lo"], "diff_hi": res["diff_hi"], "p_value": res["p_mcnemar"]}
 
     combos = sorted({(k_[0], k_[1], k_[2]) for k_ in by_cell})
     out = []
