@@ -85,7 +85,12 @@ class ScoreSpec:
     budget: str = ""            # epochs | steps (sweep only)
 
     def key(self) -> str:
-        return content_hash(dataclasses.asdict(self), length=12)
+        """Cache key of the *computation*: cells that differ only in their label share one scoring."""
+        return content_hash([self.model, self.task, self.shots, self.k, self.style, self.adapter_dir], length=12)
+
+    def label(self) -> dict[str, Any]:
+        return {"method": self.method, "variant": self.variant, "n_paraphrases": self.n_paraphrases,
+                "budget": self.budget}
 
 
 @dataclasses.dataclass
@@ -138,9 +143,12 @@ def _read_adapter_index(results_dir: Path) -> list[dict[str, str]]:
 
 
 def _method_for_variant(row: dict[str, str]) -> str | None:
-    """Map an adapter index row to the table method it stands for (None: sweep only)."""
-    role = (row.get("role") or "").strip()
-    return role if role in ("FT-reg", "FT-par") else None
+    """Map an adapter index row (notebook 03) to the Table 2 method it stands for (None: sweep only).
+
+    finetune.plan_variants names the headline adapters ``ft-reg`` and ``ft-par``; sweep members are
+    ``ft-par-N`` and fixed-step variants end in ``-fixed``.
+    """
+    return {"ft-reg": "FT-reg", "ft-par": "FT-par"}.get((row.get("variant") or "").strip())
 
 
 def plan_grid(results_dir: str | Path, models: list[str], tasks: dict[str, Any], cfg: GridConfig,
@@ -181,13 +189,17 @@ def plan_grid(results_dir: str | Path, models: list[str], tasks: dict[str, Any],
                         specs.append(ScoreSpec(method=method, **common, **extra))
                         if rag:
                             specs.append(ScoreSpec(method=f"{method}+RAG", k=cfg.k, **common, **extra))
-                    if cfg.sweep and a.get("sweep", "").lower() in ("1", "true", "yes") and shots == 0:
-                        specs.append(ScoreSpec(method=f"FT-par({npar})", **common, **extra))
+                    if cfg.sweep and shots == 0 and len(mine) > 1:
+                        # sweep = epochs | steps | epochs+steps (one adapter standing for both budgets)
+                        for budget in (a.get("sweep") or "epochs").split("+"):
+                            specs.append(ScoreSpec(method=f"FT-par({npar})", **common,
+                                                   **{**extra, "budget": budget}))
     # de-duplicate while keeping order
     seen, out = set(), []
     for s in specs:
-        if s.key() not in seen:
-            seen.add(s.key())
+        ident = tuple(sorted(dataclasses.asdict(s).items()))
+        if ident not in seen:
+            seen.add(ident)
             out.append(s)
     return out
 
@@ -207,9 +219,11 @@ def run_grid(specs: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, A
     results_dir = Path(results_dir)
     cache = results_dir / "cache" / "05_scores"
     cache.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in specs if not (cache / f"{s.key()}.jsonl").exists()]
+    unique = {s.key(): s for s in specs}  # one computation per key, however many labels it has
+    todo = [s for k, s in unique.items() if not (cache / f"{k}.jsonl").exists()]
     todo.sort(key=lambda s: (s.model, s.adapter_dir, s.task, s.shots, s.k))
-    print(f"[05] {len(specs)} cells in the grid, {len(specs) - len(todo)} cached, {len(todo)} to score")
+    print(f"[05] {len(specs)} cells in the grid ({len(unique)} distinct scorings), "
+          f"{len(unique) - len(todo)} cached, {len(todo)} to score")
     loaded_key, model, tok = None, None, None
     for spec in tqdm(todo, desc="scoring cells", disable=not progress):
         if (spec.model, spec.adapter_dir) != loaded_key:
@@ -256,7 +270,7 @@ def collect_scores(specs: Iterable[ScoreSpec], results_dir: str | Path, seed: in
         path = cache / f"{spec.key()}.jsonl"
         if not path.exists():
             continue
-        rows = list(read_jsonl(path))
+        rows = [{**r, **spec.label()} for r in read_jsonl(path)]
         per_q.extend(rows)
         metric = "acc_norm" if spec.style == "cloze" else "acc"
         groups = {"all": rows}

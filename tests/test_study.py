@@ -28,9 +28,10 @@ def test_grid_config_validates():
 def test_plan_grid_covers_table2_methods_and_sweep(tmp_path):
     idx = tmp_path / "03_adapters" / "index.csv"
     idx.parent.mkdir(parents=True)
-    rows = [dict(model="m", task="fictional_news", variant="ft-reg", role="FT-reg", n_paraphrases=0, budget="epochs", sweep="true", adapter_dir="a0"),
-            dict(model="m", task="fictional_news", variant="ft-par-3", role="FT-par", n_paraphrases=3, budget="epochs", sweep="true", adapter_dir="a3"),
-            dict(model="m", task="fictional_news", variant="ft-par-1", role="", n_paraphrases=1, budget="epochs", sweep="true", adapter_dir="a1")]
+    rows = [dict(model="m", task="fictional_news", variant="ft-reg", n_paraphrases=0, budget="epochs", sweep="epochs+steps", adapter_dir="a0"),
+            dict(model="m", task="fictional_news", variant="ft-par", n_paraphrases=3, budget="epochs", sweep="epochs", adapter_dir="a3"),
+            dict(model="m", task="fictional_news", variant="ft-par-1", n_paraphrases=1, budget="epochs", sweep="epochs", adapter_dir="a1"),
+            dict(model="m", task="fictional_news", variant="ft-par-fixed", n_paraphrases=3, budget="steps", sweep="steps", adapter_dir="a3f")]
     with open(idx, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -39,7 +40,10 @@ def test_plan_grid_covers_table2_methods_and_sweep(tmp_path):
     methods = [s.method for s in specs]
     for m in ["base", "base+RAG", "FT-reg", "FT-par", "FT-reg+RAG", "FT-par+RAG", "FT-par(0)", "FT-par(1)", "FT-par(3)"]:
         assert m in methods, m
-    assert len(set(s.key() for s in specs)) == len(specs)
+    budgets = {(s.n_paraphrases, s.budget) for s in specs if s.method.startswith("FT-par(")}
+    assert budgets == {(0, "epochs"), (0, "steps"), (1, "epochs"), (3, "epochs"), (3, "steps")}
+    # FT-reg and FT-par(0) at both budgets are one adapter: scored once
+    assert len({s.key() for s in specs if s.adapter_dir == "a0" and s.k == 0}) == 1
     no_rag = study.plan_grid(tmp_path, ["m"], {"fictional_news": _task()}, study.GridConfig(k=3), lambda t: False)
     assert not any("RAG" in s.method for s in no_rag)
 
@@ -49,7 +53,8 @@ def _fake_run(tmp_path, accs):
     task = _task()
     specs = []
     for method, correct in accs.items():
-        spec = study.ScoreSpec(model="m", task="fictional_news", method=method, k=3 if "RAG" in method else 0)
+        spec = study.ScoreSpec(model="m", task="fictional_news", method=method, k=3 if "RAG" in method else 0,
+                               adapter_dir=method.split("+")[0] if method.startswith("FT") else "")
         specs.append(spec)
         rows = [{**spec.__dict__, "id": q.id, "acc": c, "acc_norm": c, "truncated": False, "seconds": 1.0}
                 for q, c in zip(task.questions, correct)]
