@@ -441,7 +441,7 @@ def score_study(results_dir: str | Path, models: list[str], task_names: list[str
 
     def load_model(spec: ScoreSpec):
         if spec.adapter_dir:
-            return finetune.load_finetuned(spec.model, spec.adapter_dir, dtype=cfg.dtype)
+            return finetune.load_finetuned(spec.model, spec.adapter_dir, dtype=cfg.dtype, merge=True)
         return load_causal_lm(spec.model, dtype=cfg.dtype, device=device)
 
     def load_contexts(task: str, k: int, tok: Any, max_tokens: int):
