@@ -74,9 +74,14 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
     With ``tolerate_torn_tail`` a malformed *last* line (a write cut off by a crash) is skipped.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         lines = fh.readlines()
-    for i, line in enumerate(lines, 1):
+    for i, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}, line {i}: not valid UTF-8 (byte {raw[exc.start]:#04x} at column "
+                             f"{exc.start + 1}). Re-save the file as UTF-8.") from None
         if not line.strip():
             continue
         try:

@@ -109,3 +109,12 @@ def test_embedded_minilm_loads_offline():
     emb = models.load_embedder("minilm-l6")
     v = emb.encode(["a cat", "a dog"], normalize_embeddings=True)
     assert v.shape == (2, 384)
+
+
+def test_read_jsonl_names_file_and_line_for_bad_bytes(tmp_path):
+    from kinject_utils.io import read_jsonl
+
+    p = tmp_path / "kb.jsonl"
+    p.write_bytes(b'{"doc_id": "a", "text": "ok"}\n{"doc_id": "b", "text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"kb.jsonl, line 2: not valid UTF-8"):
+        list(read_jsonl(p))

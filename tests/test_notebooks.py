@@ -31,6 +31,12 @@ def test_notebook_hygiene(nb_path):
         and "Outputs" in "".join(first["source"])
     params = pm.inspect_notebook(str(nb_path))
     assert params, f"{nb_path.name}: parameters cell declares nothing"
+    # papermill silently drops a line it cannot parse (e.g. '=' inside the comment): count them all
+    import re
+
+    declared = re.findall(r"^([A-Z][A-Z0-9_]*)\s*[:=]", "".join(tagged[0]["source"]), flags=re.M)
+    assert sorted(declared) == sorted(params), \
+        f"{nb_path.name}: papermill does not see {sorted(set(declared) - set(params))} (no '=' in comments)"
     for name, info in params.items():
         assert name.isupper(), f"{nb_path.name}: parameter {name} should be UPPER_CASE"
         assert info["help"].strip(), f"{nb_path.name}: parameter {name} has no comment (papermill --help-notebook shows it)"
