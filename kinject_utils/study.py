@@ -102,7 +102,8 @@ class GridConfig:
         k_sweep: extra K values scored for base+RAG only (the K grid); empty to skip.
         mmlu_style: ``letter`` (the paper's harness default) or ``cloze`` (what small models need).
         mmlu_shots: MMLU shot counts (paper: 0 and 5).
-        max_questions: cap per task (and per MMLU subject) for quick runs; 0 = all.
+        max_questions: task name -> cap on questions (per subject for MMLU), for quick runs;
+            a task not named is scored in full.
         batch_size, dtype: scoring batch and precision (float32 matches lm-eval; bfloat16 is faster on CPU).
         context_tokens: token budget for the retrieved context (truncation is counted, never silent).
     """
@@ -111,14 +112,18 @@ class GridConfig:
     k_sweep: tuple[int, ...] = ()
     mmlu_style: str = "letter"
     mmlu_shots: tuple[int, ...] = (0, 5)
-    max_questions: int = 0
+    max_questions: dict[str, int] = dataclasses.field(default_factory=dict)
     batch_size: int = 8
     dtype: str = "bfloat16"
     context_tokens: int = 1024
     sweep: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("k", "max_questions", "batch_size", "context_tokens"):
+        if not isinstance(self.max_questions, dict) or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.max_questions.values()):
+            raise ValueError("GridConfig.max_questions must map task names to non-negative ints, e.g. "
+                             f"{{'mmlu': 20}}; got {self.max_questions!r}")
+        for name in ("k", "batch_size", "context_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"GridConfig.{name} must be a non-negative int, got {v!r}")
@@ -231,7 +236,7 @@ def run_grid(specs: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, A
             model, tok = load_model(spec)
             loaded_key = (spec.model, spec.adapter_dir)
         task = tasks[spec.task]
-        questions = _subset(task, cfg.max_questions)
+        questions = _subset(task, cfg.max_questions.get(spec.task, 0))
         contexts = None
         if spec.k:
             all_ctx, _stats = load_contexts(spec.task, spec.k, tok, cfg.context_tokens)
