@@ -11,7 +11,7 @@ venv:
 	@./scripts/setup_venv.sh >/dev/null
 
 study: venv
-	$(VENV)/bin/python -m kinject_utils.runner -f configs/default.yaml
+	$(VENV)/bin/python -m kinject_utils.runner -f configs/default.yaml --verbose
 
 tiny: venv
 	$(VENV)/bin/python -m kinject_utils.runner -f configs/tiny.yaml

@@ -91,7 +91,7 @@ def notebook_parameters(nb_path: str | os.PathLike) -> dict[str, dict[str, Any]]
 
 def run_notebooks(config: str | os.PathLike | dict, only: list[str] | None = None,
                   root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-                  extra_params: dict[str, Any] | None = None) -> list[Path]:
+                  extra_params: dict[str, Any] | None = None, log_output: bool = False) -> list[Path]:
     """Execute the numbered notebooks with papermill; return the executed copies' paths.
 
     Args:
@@ -100,6 +100,7 @@ def run_notebooks(config: str | os.PathLike | dict, only: list[str] | None = Non
         root: repository root (default: found from cwd).
         out_dir: where executed copies go (default ``runs/<config name>``).
         extra_params: overrides applied last (given to every notebook that declares them).
+        log_output: stream each cell's output (progress bars included) to the terminal.
 
     Raises:
         papermill.PapermillExecutionError: a cell failed; its notebook copy holds the traceback.
@@ -141,7 +142,7 @@ def run_notebooks(config: str | os.PathLike | dict, only: list[str] | None = Non
         t0 = time.time()
         try:
             pm.execute_notebook(str(nb), str(dest), parameters=params, cwd=str(root),
-                                kernel_name="python3", progress_bar=False, log_output=False,
+                                kernel_name="python3", progress_bar=log_output, log_output=log_output,
                                 execution_timeout=cfg.get("timeout_per_cell"))
         except pm.PapermillExecutionError as exc:
             bar.close()
@@ -161,12 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-f", "--config", default="configs/default.yaml", help="runner YAML config")
     ap.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. --only 04 05")
     ap.add_argument("--out", default=None, help="folder for executed notebooks (default runs/<name>)")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="stream every cell's output (the notebooks' own progress bars) to the terminal")
     args = ap.parse_args(argv)
+    import logging
+
     import papermill as pm
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     t0 = time.time()
     try:
-        run_notebooks(args.config, only=args.only, out_dir=args.out)
+        run_notebooks(args.config, only=args.only, out_dir=args.out, log_output=args.verbose)
     except ConfigError as exc:
         print(f"[kinject] config error: {exc}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ paired bootstrap interval of the accuracy difference).
 
 Reference harness: :func:`write_lmeval_tasks` writes lm-eval task files that run the harness's own
 MMLU prompts on local CSVs (used by tests/test_lmeval_parity.py and scripts/bench_scoring.py);
-:func:`read_mmlu_csv` reads the same CSVs as questions, every field as text.
+:func:`kinject_utils.data.load_mmlu` reads the same CSVs as questions, every field as text.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ __all__ = [
     "CONTEXT_DELIMITER", "STYLES", "METHODS",
     "render_letter", "render_cloze", "build_letter_request", "build_cloze_request", "build_request",
     "encode_pair", "resolve_max_length", "score_questions", "score_requests", "summarize", "bootstrap_ci", "paired_test",
-    "read_mmlu_csv", "write_lmeval_tasks",
+    "write_lmeval_tasks",
 ]
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -737,27 +737,6 @@ def paired_test(a_correct: Sequence[Any], b_correct: Sequence[Any], n_boot: int 
 # --------------------------------------------------------------------------------------------
 # the reference harness on local MMLU CSVs (parity test and benchmark)
 # --------------------------------------------------------------------------------------------
-def read_mmlu_csv(path: Any, subject: str, split: str = "test") -> list[Question]:
-    """Questions from one original Hendrycks MMLU CSV (no header: question, A, B, C, D, answer).
-
-    Every field is kept as text, exactly as written ("None" stays a string, "0.50" stays "0.50"),
-    which is what the harness sees when it reads the same file with NA detection off.
-    """
-    import csv
-    from pathlib import Path
-
-    path = Path(path)
-    out = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.reader(fh)):
-            if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
-                raise ValueError(f"{path}, record {i + 1}: expected 6 fields ending in an answer "
-                                 f"letter A-D, got {row!r}")
-            out.append(Question(id=f"{subject}-{split}-{i}", question=row[0], choices=row[1:5],
-                                answer="ABCD".index(row[5].strip()), subject=subject))
-    return out
-
-
 _LMEVAL_PROCESS_DOCS = '''"""Written by kinject_utils.scoring.write_lmeval_tasks: MMLU CSV rows -> harness docs."""
 import json
 from pathlib import Path

@@ -131,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.models.huggingface import HFLM
 
     from kinject_utils.models import load_causal_lm, resolve_model_dir
-    from kinject_utils.scoring import read_mmlu_csv, score_questions, write_lmeval_tasks
+    from kinject_utils.data import load_mmlu
+    from kinject_utils.scoring import score_questions, write_lmeval_tasks
 
     torch.set_num_threads(args.threads)
-    test = read_mmlu_csv(mmlu / "test" / f"{args.subject}_test.csv", args.subject)
+    test = load_mmlu(args.subject, source=str(mmlu)).questions
     n_max = max(args.n_cloze, args.n_letter)
     if n_max > len(test):
         print(f"{args.subject} has {len(test)} test questions; ask for fewer", file=sys.stderr)

@@ -49,7 +49,8 @@ def test_scores_match_lm_eval(harness, shots):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from kinject_utils.scoring import build_request, read_mmlu_csv, score_questions
+    from kinject_utils.data import load_mmlu
+    from kinject_utils.scoring import build_request, score_questions
 
     rows_for = ROWS if shots == 0 else ROWS_5SHOT
     res = lm_eval.simple_evaluate(
@@ -59,8 +60,8 @@ def test_scores_match_lm_eval(harness, shots):
         task_manager=TaskManager(include_path=str(harness.task_dir), include_defaults=False))
     checked = 0
     for (subject, style), name in harness.names.items():
-        test = read_mmlu_csv(MMLU_DIR / "test" / f"{subject}_test.csv", subject)
-        dev = read_mmlu_csv(MMLU_DIR / "dev" / f"{subject}_dev.csv", subject, split="dev")
+        mmlu = load_mmlu(subject, source=str(MMLU_DIR))
+        test, dev = mmlu.questions, mmlu.dev
         questions = [test[i] for i in rows_for[subject]]
         rows = score_questions(harness.model, harness.tok, questions, style=style, shots=shots,
                                dev=dev, progress=False)
