@@ -836,7 +836,9 @@ def paraphrase_task(task: Task, backend: ParaphraseBackend, n: int = 10, seed: i
         "fill_rate": round(n_acc / (n * len(docs)), 4) if docs else float("nan"),
         # throughput over backend time as measured when each reply was made (cached replies keep
         # their original timing, so a re-run reports the same figure)
-        "paraphrases_per_min": round(60.0 * n_acc / secs, 2) if secs > 0 else float("nan"),
+        # (a lookup backend such as the generator's rewordings has no meaningful throughput: NaN)
+        "paraphrases_per_min": round(60.0 * n_acc / secs, 2) if secs > 1e-3 and backend.name != "generator"
+        else float("nan"),
         "seconds": round(secs, 3), "n_calls": tot["calls"], "n_cached_calls": tot["cached"],
         "n_parse_failures": tot["parse_failures"], "n_short_replies": tot["short"],
         "n_retries": backend.counters.get("retries", 0) - counters0.get("retries", 0),

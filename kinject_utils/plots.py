@@ -174,6 +174,9 @@ def fig_paraphrase_sweep(scores: Any, path: str | Path) -> Path:
     else:
         ax.text(0.5, 0.5, "no paraphrase sweep scored", ha="center", transform=ax.transAxes)
     ax.axhline(0.25, ls="--", c="grey", lw=1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of paraphrases per document")
     ax.set_ylabel("accuracy")
     ax.set_title("Accuracy vs paraphrases (Figure 4)")
