@@ -88,10 +88,6 @@ class ScoreSpec:
         """Cache key of the *computation*: cells that differ only in their label share one scoring."""
         return content_hash([self.model, self.task, self.shots, self.k, self.style, self.adapter_dir], length=12)
 
-    def label(self) -> dict[str, Any]:
-        return {"method": self.method, "variant": self.variant, "n_paraphrases": self.n_paraphrases,
-                "budget": self.budget}
-
 
 @dataclasses.dataclass
 class GridConfig:
@@ -275,7 +271,7 @@ def collect_scores(specs: Iterable[ScoreSpec], results_dir: str | Path, seed: in
         path = cache / f"{spec.key()}.jsonl"
         if not path.exists():
             continue
-        rows = [{**r, **spec.label()} for r in read_jsonl(path)]
+        rows = [{**r, **dataclasses.asdict(spec)} for r in read_jsonl(path)]
         per_q.extend(rows)
         metric = "acc_norm" if spec.style == "cloze" else "acc"
         groups = {"all": rows}
@@ -383,6 +379,14 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
                          "score": [round(x, 3) for x in g["score"]], "spearman": _spearman(list(g["n_paraphrases"]), list(g["score"])),
                          "monotone": all(b >= a for a, b in zip(g["score"], list(g["score"])[1:]))})
     out[3]["sweep"] = mono
+    if mono:  # claim 4 has two halves: FT-par > FT-reg, and a monotone rise over the sweep
+        ok = [m["monotone"] for m in mono]
+        sweep_verdict = "supported" if all(ok) else ("not supported" if not any(ok) else "mixed")
+        pair = out[3]["verdict"]
+        if pair == "untested":
+            out[3]["verdict"] = sweep_verdict
+        elif pair != sweep_verdict:
+            out[3]["verdict"] = "mixed"
     return out
 
 

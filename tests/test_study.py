@@ -104,3 +104,21 @@ def test_figures_and_tables_render(tmp_path):
     assert "m (ours)" in t2 and "mistral-7b (paper)" in t2 and "0.875" in t2
     gain = plots.relative_gain(scores)
     assert gain.loc[gain.method == "base+RAG", "gain"].item() == pytest.approx(1.0)
+
+
+def test_claim4_needs_a_monotone_sweep(tmp_path):
+    n = 40
+    accs = {"base": [0] * n, "FT-reg": [1 if i < 8 else 0 for i in range(n)],
+            "FT-par": [1 if i < 30 else 0 for i in range(n)]}
+    specs = _fake_run(tmp_path, accs)
+    sweep = {0: 8, 1: 20, 2: 12, 3: 30}  # FT-par(N) correct counts: not monotone
+    for npar, good in sweep.items():
+        spec = study.ScoreSpec(model="m", task="fictional_news", method=f"FT-par({npar})", adapter_dir=f"s{npar}",
+                               n_paraphrases=npar, budget="epochs")
+        specs.append(spec)
+        write_jsonl(tmp_path / "cache" / "05_scores" / f"{spec.key()}.jsonl",
+                    [{"id": f"q{i}", "acc": int(i < good), "acc_norm": int(i < good)} for i in range(n)])
+    scores = pd.read_csv(study.collect_scores(specs, tmp_path))
+    claims = {c["claim"]: c for c in study.check_claims(scores, list(read_jsonl(tmp_path / "05_per_question.jsonl")))}
+    assert claims[4]["sweep"][0]["monotone"] is False
+    assert claims[4]["verdict"] == "mixed"  # FT-par beats FT-reg, but the sweep does not rise monotonically
