@@ -24,3 +24,4 @@ test: venv
 
 bench: venv
 	$(VENV)/bin/python scripts/bench_scoring.py
+	$(VENV)/bin/python scripts/bench_train.py
