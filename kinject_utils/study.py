@@ -226,6 +226,7 @@ def run_grid(specs: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, A
     print(f"[05] {len(specs)} cells in the grid ({len(unique)} distinct scorings), "
           f"{len(unique) - len(todo)} cached, {len(todo)} to score")
     loaded_key, model, tok = None, None, None
+    ctx_cache: dict[tuple[str, str, int], tuple[list[str], dict]] = {}
     for spec in tqdm(todo, desc="scoring cells", disable=not progress):
         if (spec.model, spec.adapter_dir) != loaded_key:
             model = tok = None
@@ -235,7 +236,11 @@ def run_grid(specs: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, A
         questions = _subset(task, cfg.max_questions.get(spec.task, 0))
         contexts = None
         if spec.k:
-            all_ctx, _stats = load_contexts(spec.task, spec.k, tok, cfg.context_tokens)
+            # one assembly per (base model, task, K): adapters of a model share its tokenizer
+            ctx_key = (spec.model, spec.task, spec.k)
+            if ctx_key not in ctx_cache:
+                ctx_cache[ctx_key] = load_contexts(spec.task, spec.k, tok, cfg.context_tokens)
+            all_ctx, _stats = ctx_cache[ctx_key]
             by_id = dict(zip([q.id for q in task.questions], all_ctx))
             contexts = [by_id[q.id] for q in questions]
         t0 = time.time()
