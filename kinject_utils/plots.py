@@ -212,12 +212,10 @@ def claims_markdown(claims: list[dict]) -> str:
         if c["evidence"]:
             lines.append("| model | task | shots | A | B | acc A | acc B | diff [95% CI] | p (McNemar) | holds |")
             lines.append("|---|---|---|---|---|---|---|---|---|---|")
-            from .study import _holds
-
             for e in c["evidence"]:
                 lines.append(f"| {e['model']} | {e['task']} | {e['shots']} | {e['a']} | {e['b']} | "
                              f"{e['acc_a']:.3f} | {e['acc_b']:.3f} | {e['diff']:+.3f} [{e['diff_lo']:+.3f}, "
-                             f"{e['diff_hi']:+.3f}] | {e['p_value']:.3g} | {'yes' if _holds(e, '') else 'no'} |")
+                             f"{e['diff_hi']:+.3f}] | {e['p_value']:.3g} | {'yes' if e['holds'] else 'no'} |")
         else:
             lines.append("No cells of this run compare these methods.")
         for sw in c.get("sweep", []):

@@ -351,10 +351,10 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
     combos = sorted({(k_[0], k_[1], k_[2]) for k_ in by_cell})
     out = []
 
-    def verdict(evid: list[dict], want: str) -> str:
+    def verdict(evid: list[dict]) -> str:
         if not evid:
             return "untested"
-        ok = [_holds(e, want) for e in evid]
+        ok = [e["holds"] for e in evid]
         return "supported" if all(ok) else ("not supported" if not any(ok) else "mixed")
 
     pairs = {
@@ -371,9 +371,10 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
                 e = compare(m, t, s, a, b)
                 if e:
                     e["want"] = want
+                    e["holds"] = _holds(e)
                     evid.append(e)
         out.append({"claim": num, "text": CLAIMS[num],
-                    "verdict": verdict(evid, "") if evid else "untested", "evidence": evid})
+                    "verdict": verdict(evid), "evidence": evid})
     # claim 4's second half: monotone rise over the sweep (Spearman rho of acc vs N)
     sweep = scores[scores["method"].str.startswith("FT-par(") & (scores["subject"] == "all")] if len(scores) else scores
     mono = []
@@ -395,9 +396,10 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
     return out
 
 
-def _holds(e: dict, want: str) -> bool:
+def _holds(e: dict) -> bool:
+    """Whether one comparison goes the way the claim says (``e["want"]``), by its 95% interval."""
     lo, hi = e["diff_lo"], e["diff_hi"]
-    w = want or e.get("want", "better")
+    w = e["want"]
     if w == "better":
         return lo > 0
     if w == "not_better":
