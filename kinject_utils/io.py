@@ -5,15 +5,18 @@ interrupted run never leaves a half-written result that a later notebook would r
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io as _io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "write_jsonl",
-           "read_jsonl", "append_jsonl", "content_hash", "project_root", "resolve_path"]
+           "read_jsonl", "append_jsonl", "content_hash", "project_root", "resolve_path", "slug", "write_csv"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -119,3 +122,38 @@ def resolve_path(p: str | os.PathLike, root: str | os.PathLike | None = None) ->
     """``p`` if absolute, else relative to :func:`project_root`."""
     p = Path(p).expanduser()
     return p if p.is_absolute() else (Path(root) if root else project_root()) / p
+
+
+def slug(name: str, max_len: int = 80, *, unique: bool = False) -> str:
+    """A file-name-safe form of ``name``: runs of other characters than ``A-Za-z0-9._-`` become ``_``.
+
+    With ``unique`` an 8-hex hash of the full name is appended, so two names that slug alike
+    (``a/b`` and ``a_b``) still get different folders.
+
+    Example:
+        >>> slug("BAAI/bge-large-en v1.5")
+        'BAAI_bge-large-en_v1.5'
+    """
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name).strip()).strip("_")[:max_len] or "x"
+    return f"{s}-{hashlib.sha256(str(name).encode('utf-8')).hexdigest()[:8]}" if unique else s
+
+
+def write_csv(table: Any, path: str | os.PathLike, columns: list[str] | None = None) -> Path:
+    """Write a table atomically as CSV (csv-module quoting: commas, quotes and newlines survive).
+
+    Args:
+        table: a pandas DataFrame (written without its index) or a sequence of dict rows.
+        path: the destination.
+        columns: column order for dict rows (default: keys in first-seen order); keys not listed
+            are left out, missing ones are written empty.
+    """
+    if hasattr(table, "to_csv"):
+        return atomic_write_text(path, table.to_csv(index=False, lineterminator="\n"))
+    rows = list(table)
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
