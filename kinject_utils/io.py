@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "write_jsonl",
-           "read_jsonl", "append_jsonl", "content_hash", "project_root", "resolve_path", "slug", "write_csv"]
+           "read_jsonl", "read_jsonl_numbered", "append_jsonl", "content_hash", "project_root", "resolve_path", "slug",
+           "write_csv"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -71,14 +72,18 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
-    """Yield the rows of a JSONL file; a bad line raises ``ValueError`` naming file and line.
+def read_jsonl_numbered(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, row)`` for each row of a JSONL file (1-based, blank lines counted).
 
-    With ``tolerate_torn_tail`` a malformed *last* line (a write cut off by a crash) is skipped.
+    A UTF-8 byte-order mark at the start is dropped. A bad line raises ``ValueError`` naming file,
+    line and the fix. With ``tolerate_torn_tail`` a malformed *last* line (a write cut off by a
+    crash) is skipped.
     """
     path = Path(path)
     with open(path, "rb") as fh:
         lines = fh.readlines()
+    if lines and lines[0].startswith(b"\xef\xbb\xbf"):
+        lines[0] = lines[0][3:]
     for i, raw in enumerate(lines, 1):
         try:
             line = raw.decode("utf-8")
@@ -94,7 +99,14 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
                 return
             raise ValueError(f"{path}, line {i}: not valid JSON ({exc.msg}). Fix or delete that line.") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {i}: expected a JSON object, got {type(row).__name__}.")
+            raise ValueError(f"{path}, line {i}: expected a JSON object, got {type(row).__name__}. "
+                             "Write one JSON object per line.")
+        yield i, row
+
+
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
+    """The rows of :func:`read_jsonl_numbered` without their line numbers."""
+    for _, row in read_jsonl_numbered(path, tolerate_torn_tail=tolerate_torn_tail):
         yield row
 
 
@@ -157,3 +169,4 @@ def write_csv(table: Any, path: str | os.PathLike, columns: list[str] | None = N
     w.writeheader()
     w.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
+
