@@ -1,0 +1,78 @@
+"""Paraphrase augmentation (notebook 02): backends, parsing, a fact check and a resumable cache.
+
+The paper fine-tunes on up to 10 paraphrases of every knowledge-base document (FT-par) and finds
+accuracy rising with their number. This package makes them, behind one interface::
+
+    backend = LocalChatBackend("smollm2-135m")                        # local instruct model
+    backend = OpenAICompatibleBackend("http://localhost:8000/v1", "mistral-7b-instruct")
+    backend = GeneratorRewordingsBackend(task)                        # the task's own rewordings
+    paraphrases, stats = paraphrase_task(task, backend, n=10, seed=0,
+                                         cache_dir=layout.paraphrase_cache_dir(results))
+
+Per document, :func:`paraphrase_task` asks for the missing paraphrases (at most ``per_call`` per
+request, seed ``seed + call``), checks each candidate (:func:`check_paraphrase`: not empty, not a
+copy, long enough, still holding the answers of the questions citing the document) and asks again
+until ``n`` are accepted or ``ceil(n / per_call) + max_retries`` requests were made.
+
+Modules: prompt (the paper's prompt), parse (the one JSON-repair parser), check (the fact check),
+redact (secrets out of everything kept or shown), base / local / openai_compat / generator (the
+backends), cache (the reply cache), run (the loop, output files, statistics).
+
+The API key of an HTTP endpoint is read from the environment variable *named* by
+``api_key_env``; it is never stored on the backend, and every reply, cache entry, error and log
+line is redacted (the key whole or cut, any ``Bearer``/``sk-`` token).
+"""
+from .base import ChatBackend, ParaphraseBackend, ParaphraseBackendError, Reply
+from .cache import cache_file
+from .check import (
+                  check_paraphrase,
+                  fact_recall,
+                  fact_recall_curve,
+                  normalise,
+                  required_facts,
+)
+from .generator import GeneratorRewordingsBackend
+from .local import LocalChatBackend
+from .openai_compat import OpenAICompatibleBackend
+from .parse import parse_paraphrases
+from .prompt import PARAPHRASE_PROMPT, PROMPT_ID, render_prompt
+from .redact import check_env_name, looks_like_secret, redact
+from .run import (
+                  STATS_COLUMNS,
+                  coverage_table,
+                  make_backend,
+                  paraphrase_task,
+                  read_paraphrases,
+                  write_paraphrases,
+                  write_stats,
+)
+
+__all__ = [
+                  "PARAPHRASE_PROMPT",
+                  "PROMPT_ID",
+                  "STATS_COLUMNS",
+                  "ChatBackend",
+                  "GeneratorRewordingsBackend",
+                  "LocalChatBackend",
+                  "OpenAICompatibleBackend",
+                  "ParaphraseBackend",
+                  "ParaphraseBackendError",
+                  "Reply",
+                  "cache_file",
+                  "check_env_name",
+                  "check_paraphrase",
+                  "coverage_table",
+                  "fact_recall",
+                  "fact_recall_curve",
+                  "looks_like_secret",
+                  "make_backend",
+                  "normalise",
+                  "paraphrase_task",
+                  "parse_paraphrases",
+                  "read_paraphrases",
+                  "redact",
+                  "render_prompt",
+                  "required_facts",
+                  "write_paraphrases",
+                  "write_stats",
+]
