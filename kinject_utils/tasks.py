@@ -19,9 +19,21 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .io import read_json, read_jsonl, write_json, write_jsonl
+from . import layout
+from .io import read_json, read_jsonl_numbered, write_json, write_jsonl
 
-__all__ = ["Question", "Document", "Task", "TaskFormatError", "load_task", "save_task", "task_dir"]
+__all__ = [
+    "QUESTION_FIELDS",
+    "Document",
+    "Question",
+    "Task",
+    "TaskFormatError",
+    "load_task",
+    "parse_question",
+    "read_questions",
+    "save_task",
+    "task_dir",
+]
 
 QUESTIONS, KB, DEV, PARAPHRASES, META = "questions.jsonl", "kb.jsonl", "dev.jsonl", "paraphrases.jsonl", "task.json"
 
@@ -97,23 +109,70 @@ class Task:
 
 
 def task_dir(results_dir: str | Path, name: str) -> Path:
-    """``{results_dir}/01_tasks/<name>``: where notebook 01 writes a task."""
-    return Path(results_dir) / "01_tasks" / name
+    """Where notebook 01 writes a task: :func:`kinject_utils.layout.task_dir` (kept as an alias)."""
+    return layout.task_dir(results_dir, name)
 
 
-def _rows(path: Path, cls: type, required: tuple[str, ...]) -> list:
-    out = []
+#: the fields a question row must have (the rest of :class:`Question`'s fields are optional)
+QUESTION_FIELDS: tuple[str, ...] = ("id", "question", "choices", "answer")
+_QUESTION_HINT = ('write one JSON object per line: {"id", "question", "choices": [...], "answer": 0-based index, '
+                  '"source_doc_ids"?: [...], "subject"?, "kind"?}')
+
+
+def _parse_row(row: dict, cls: type, required: tuple[str, ...], where: str) -> Any:
+    missing = [k for k in required if k not in row]
+    if missing:
+        raise TaskFormatError(f"{where}: missing field(s) {missing}; each row needs {list(required)}")
     fields = {f.name for f in dataclasses.fields(cls)}
-    for i, row in enumerate(read_jsonl(path), 1):
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise TaskFormatError(f"{path}, line {i}: missing field(s) {missing}; "
-                                  f"each row needs {list(required)}")
-        try:
-            out.append(cls(**{k: v for k, v in row.items() if k in fields}))
-        except (TypeError, ValueError) as exc:
-            raise TaskFormatError(f"{path}, line {i}: {exc}") from None
+    try:
+        return cls(**{k: v for k, v in row.items() if k in fields})
+    except (TypeError, ValueError) as exc:
+        raise TaskFormatError(f"{where}: {exc}") from None
+
+
+def parse_question(row: dict, where: str) -> Question:
+    """One question row (a dict from JSON) as a validated :class:`Question`.
+
+    The one parser of question rows: task folders, bring-your-own question files and few-shot rows
+    all go through it. ``where`` (``"<file>, line <n>"``) starts every error message.
+
+    Raises:
+        TaskFormatError: a missing field or an invalid value (names ``where`` and the fault).
+    """
+    return _parse_row(row, Question, QUESTION_FIELDS, where)
+
+
+def read_questions(path: str | Path) -> list[Question]:
+    """Every question row of a JSONL file, validated, with unique ids.
+
+    Line numbers in messages count blank lines; a UTF-8 byte-order mark is ignored.
+
+    Raises:
+        TaskFormatError: bad JSON or UTF-8, a malformed row, or a duplicate id (names file and line).
+    """
+    path = Path(path)
+    out: list[Question] = []
+    seen: dict[str, int] = {}
+    try:
+        rows = list(read_jsonl_numbered(path))
+    except ValueError as exc:  # read_jsonl's errors already name file and line
+        raise TaskFormatError(str(exc)) from None
+    for i, row in rows:
+        q = parse_question(row, f"{path}, line {i}")
+        if q.id in seen:
+            raise TaskFormatError(f"{path}, line {i}: duplicate question id {q.id!r} (also on line {seen[q.id]}); "
+                                  "ids must be unique")
+        seen[q.id] = i
+        out.append(q)
     return out
+
+
+def _read_docs(path: Path) -> list[Document]:
+    try:
+        rows = list(read_jsonl_numbered(path))
+    except ValueError as exc:
+        raise TaskFormatError(str(exc)) from None
+    return [_parse_row(row, Document, ("doc_id", "text"), f"{path}, line {i}") for i, row in rows]
 
 
 def load_task(folder: str | Path) -> Task:
@@ -127,19 +186,14 @@ def load_task(folder: str | Path) -> Task:
     if not (folder / QUESTIONS).exists():
         raise TaskFormatError(f"{folder}: no {QUESTIONS}; run notebook 01 (or write the task "
                               "files as described in kinject_utils/tasks.py)")
-    try:
-        questions = _rows(folder / QUESTIONS, Question, ("id", "question", "choices", "answer"))
-        docs = _rows(folder / KB, Document, ("doc_id", "text")) if (folder / KB).exists() else []
-        dev = _rows(folder / DEV, Question, ("id", "question", "choices", "answer")) if (folder / DEV).exists() else []
-    except ValueError as exc:  # read_jsonl's JSON errors already name file and line
-        raise TaskFormatError(str(exc)) from None
-    for what, items, key in (("question id", questions, "id"), ("doc_id", docs, "doc_id")):
-        seen: set[str] = set()
-        for it in items:
-            k = getattr(it, key)
-            if k in seen:
-                raise TaskFormatError(f"{folder}: duplicate {what} {k!r}; ids must be unique")
-            seen.add(k)
+    questions = read_questions(folder / QUESTIONS)
+    docs = _read_docs(folder / KB) if (folder / KB).exists() else []
+    dev = read_questions(folder / DEV) if (folder / DEV).exists() else []
+    seen: set[str] = set()
+    for d in docs:
+        if d.doc_id in seen:
+            raise TaskFormatError(f"{folder / KB}: duplicate doc_id {d.doc_id!r}; ids must be unique")
+        seen.add(d.doc_id)
     ids = {d.doc_id for d in docs}
     if docs:
         for q in questions:
@@ -149,7 +203,11 @@ def load_task(folder: str | Path) -> Task:
                                       f"doc(s) {bad} that are not in {KB}")
     paraphrases: dict[str, list[str]] = {}
     if (folder / PARAPHRASES).exists():
-        for i, row in enumerate(read_jsonl(folder / PARAPHRASES), 1):
+        try:
+            para_rows = list(read_jsonl_numbered(folder / PARAPHRASES))
+        except ValueError as exc:
+            raise TaskFormatError(str(exc)) from None
+        for i, row in para_rows:
             if not isinstance(row.get("doc_id"), str) or not isinstance(row.get("paraphrases"), list):
                 raise TaskFormatError(f"{folder / PARAPHRASES}, line {i}: need doc_id (str) and paraphrases (list)")
             paraphrases[row["doc_id"]] = [str(p) for p in row["paraphrases"]]
@@ -159,14 +217,22 @@ def load_task(folder: str | Path) -> Task:
 
 
 def save_task(task: Task, folder: str | Path) -> Path:
-    """Write a task folder (atomically, file by file; byte-identical for identical tasks)."""
+    """Write a task folder (atomically, file by file; byte-identical for identical tasks).
+
+    Optional files the task does not have (``dev.jsonl``, ``paraphrases.jsonl``) are removed, so a
+    stale one from an earlier run is never read back with the new task.
+    """
     folder = Path(folder)
     write_jsonl(folder / QUESTIONS, [dataclasses.asdict(q) for q in task.questions])
     write_jsonl(folder / KB, [dataclasses.asdict(d) for d in task.docs])
     if task.dev:
         write_jsonl(folder / DEV, [dataclasses.asdict(q) for q in task.dev])
+    else:
+        (folder / DEV).unlink(missing_ok=True)
     if task.paraphrases:
         write_jsonl(folder / PARAPHRASES, [{"doc_id": k, "paraphrases": v} for k, v in task.paraphrases.items()])
+    else:
+        (folder / PARAPHRASES).unlink(missing_ok=True)
     meta = {**task.meta, "name": task.name, "n_questions": len(task.questions), "n_docs": len(task.docs)}
     write_json(folder / META, meta)
     return folder

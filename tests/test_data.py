@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MMLU_DIR, need
+from logcap import kinject_log, text
 
-from conftest import FK_DIR, MMLU_DIR, need
-from kinject_utils import data, tasks
-from kinject_utils.tasks import Document, TaskFormatError
+from kinject_utils import data, layout, tasks
+from kinject_utils.tasks import TaskFormatError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -39,7 +40,7 @@ def default_world():
 
 
 def test_fictional_news_sizes():
-    for size, (n_docs, n_q) in {"tiny": (8, 16), "default": (36, 72)}.items():
+    for size, (n_docs, n_q) in {"tiny": (8, 16), "default": (36, 252)}.items():
         t = data.make_fictional_news(size)
         assert (len(t.docs), len(t.questions)) == (n_docs, n_q)
     big = data.make_fictional_news("large")
@@ -75,7 +76,9 @@ def test_every_answer_is_stated_in_exactly_its_source_document(default_world):
 
 def test_distractors_are_of_the_same_kind(default_world):
     w = default_world
-    pools = {"who": set(w.people), "org": set(w.orgs), "where": set(w.places)}
+    pools = {"who": set(w.people), "org": set(w.orgs), "where": set(w.places), "commentator": set(w.people),
+             "commentator_org": set(w.orgs), "neighbour": set(w.places)}
+    from kinject_utils.data.news_templates import _ADJS, _MONTHS
     outcomes = {e.type_key: set() for e in w.events}
     from kinject_utils.data import _EVENT_TYPES
     for t in _EVENT_TYPES:
@@ -91,11 +94,20 @@ def test_distractors_are_of_the_same_kind(default_world):
             assert set(q.choices) <= outcomes[ev.type_key], q.id
         elif q.kind == "when":
             assert all(date.fullmatch(c) for c in q.choices), q.choices
+        elif q.kind == "verdict":
+            assert set(q.choices) <= set(_ADJS), q.id
+        elif q.kind == "next_update":
+            assert set(q.choices) <= set(_MONTHS), q.id
         else:
             shape = re.sub(r"[\d,.]+", "N", q.answer_text)
             assert all(re.sub(r"[\d,.]+", "N", c) == shape for c in q.choices), q.choices
-    assert collections.Counter(q.answer for q in w.task.questions) == {0: 18, 1: 18, 2: 18, 3: 18}
-    assert set(q.kind for q in w.task.questions) == {"who", "org", "where", "when", "number", "outcome"}
+        # the question alone rules no option out: no option is a name the question itself uses
+        assert not any(c in q.question for c in q.choices), q.id
+    assert collections.Counter(q.answer for q in w.task.questions) == {0: 63, 1: 63, 2: 63, 3: 63}
+    kinds = collections.Counter(q.kind for q in w.task.questions)
+    assert set(kinds) == {"who", "org", "where", "when", "number", "outcome", "commentator", "commentator_org",
+                          "verdict", "neighbour", "next_update"}
+    assert min(kinds.values()) >= 20  # every attribute asked about roughly equally often
 
 
 def test_entities_recur_across_stories(default_world):
@@ -241,6 +253,26 @@ def test_wikipedia_connection_error_says_how_to_bring_a_corpus():
         data.fetch_wikipedia_kb(["Astronomy"], session=Down())
 
 
+@pytest.mark.parametrize("status, words", [(429, "refused the request"), (503, "failed")])
+def test_wikipedia_throttling_or_server_error_is_not_called_offline(status, words):
+    class Busy:
+        def get(self, *a, **k):
+            class Resp:
+                status_code = status
+                headers = {"Retry-After": "30"}
+
+                def raise_for_status(self):  # pragma: no cover - the status check comes first
+                    raise AssertionError("status should have been checked before")
+
+            return Resp()
+
+    with pytest.raises(data.WikipediaUnavailableError) as exc:
+        data.fetch_wikipedia_kb(["Astronomy"], session=Busy())
+    msg = str(exc.value)
+    assert f"{words} (status {status}" in msg and "retry later" in msg and "30 s" in msg
+    assert "cannot reach" not in msg and "offline" not in msg
+
+
 # --------------------------------------------------------------------------- Wikipedia (recorded)
 
 class _RecordedSession:
@@ -283,134 +315,36 @@ def test_wikipedia_builder_against_recorded_response():
     assert len(few) <= 3
 
 
-# --------------------------------------------------------------------------- fictional knowledge
-
-@pytest.fixture(scope="module")
-def fk():
-    need(FK_DIR)
-    return data.load_fictional_knowledge(str(FK_DIR))
-
-
-def test_fictional_knowledge_conversion(fk):
-    raw = json.loads((FK_DIR / "fictional_knowledge.json").read_text(encoding="utf-8"))
-    assert len(fk.docs) == 130 and len(fk.questions) == 1950
-    assert collections.Counter(q.kind for q in fk.questions) == {"memorization": 650, "semantic": 650,
-                                                                 "composition": 650}
-    assert sorted(fk.paraphrases) == [f"fk-{i:03d}" for i in range(40)]
-    assert all(len(v) == 9 for v in fk.paraphrases.values())
-    docs = fk.doc_by_id()
-    by_id = {q.id: q for q in fk.questions}
-    for q in fk.questions:
-        i, field, j = q.id.split("/")
-        e = raw[int(i[3:])]
-        assert q.answer_text == e[f"{field}_target"][int(j)] and q.question == e[f"{field}_input"][int(j)].strip()
-        assert len({c.lower() for c in q.choices}) == 4
-        passage = docs[q.source_doc_ids[0]].text.lower()
-        for k, c in enumerate(q.choices):
-            if k != q.answer:  # a distractor is never stated in the question's own passage
-                assert c.lower() not in passage and c.lower() != q.answer_text.lower(), (q.id, c)
-        if field == "gen":  # the paraphrased probe offers exactly the memorisation probe's choices
-            assert q.choices == by_id[q.id.replace("/gen/", "/mem/")].choices
-    spread = collections.Counter(q.answer for q in fk.questions)
-    assert min(spread.values()) > 400
-
-
-def test_fictional_knowledge_distractors_match_the_answer_kind(fk):
-    years = [q for q in fk.questions if re.fullmatch(r"\d{4}", q.answer_text)]
-    assert years and all(all(re.fullmatch(r"\d{3,4}s?", c) for c in q.choices) for q in years)
-    words = [abs(len(c.split()) - len(q.answer_text.split())) for q in fk.questions for c in q.choices]
-    assert np.mean(words) < 0.5
-
-
-def test_fictional_knowledge_subsample_is_grouped_and_deterministic():
-    need(FK_DIR)
-    a = data.load_fictional_knowledge(str(FK_DIR), max_questions=60)
-    b = data.load_fictional_knowledge(str(FK_DIR), max_questions=60)
-    assert a.questions == b.questions and len(a.questions) == 60 and len(a.docs) == 130
-    assert collections.Counter(q.kind for q in a.questions) == {"memorization": 20, "semantic": 20, "composition": 20}
-    only = data.load_fictional_knowledge(str(FK_DIR), kinds=["composition"], max_questions=10)
-    assert len(only.questions) == 10 and {q.kind for q in only.questions} == {"composition"}
-    with pytest.raises(ValueError, match="kinds"):
-        data.load_fictional_knowledge(str(FK_DIR), kinds=["paraphrase"])
-
-
-# --------------------------------------------------------------------------- bring your own
-
-def test_custom_task_reads_txt_md_jsonl_and_warns_on_bad_files(tmp_path):
-    d = tmp_path / "docs"
-    (d / "sub").mkdir(parents=True)
-    (d / "a.txt").write_text("Alpha text.", encoding="utf-8")
-    (d / "sub" / "b.md").write_text("# Bee heading\n\nBee text.", encoding="utf-8")
-    (d / "c.jsonl").write_text('{"doc_id": "c1", "title": "C", "text": "Cee."}\n{"text": "No id."}\n', encoding="utf-8")
-    (d / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    (d / "empty.md").write_text("  \n", encoding="utf-8")
-    (d / "ignored.pdf").write_bytes(b"%PDF")
-    q = tmp_path / "q.jsonl"
-    q.write_text(json.dumps({"id": "q1", "question": "What?", "choices": ["x", "y"], "answer": 1,
-                             "source_doc_ids": ["sub/b"]}) + "\n", encoding="utf-8")
-    with pytest.warns(UserWarning) as rec:
-        t = data.load_custom_task(d, q)
-    msgs = " ".join(str(w.message) for w in rec)
-    assert "latin1.txt: not UTF-8" in msgs and "empty.md: empty document" in msgs
-    assert [x.doc_id for x in t.docs] == ["a", "c1", "c/2", "sub/b"]
-    assert t.doc_by_id()["sub/b"].title == "Bee heading" and len(t.questions) == 1
-    (d / "c.jsonl").write_text('{"doc_id": "a", "text": "dup"}\n', encoding="utf-8")
-    with pytest.raises(TaskFormatError, match="duplicate document id 'a'.*c.jsonl, line 1.*a.txt"):
-        data.load_documents(d)
-    for name in ("c.jsonl", "latin1.txt", "empty.md"):
-        (d / name).unlink()
-    q.write_text(json.dumps({"id": "q1", "question": "What?", "choices": ["x", "y"], "answer": 0,
-                             "source_doc_ids": ["nope"]}) + "\n", encoding="utf-8")
-    with pytest.raises(TaskFormatError, match="cites document.*nope"):
-        data.load_custom_task(d, q)
-
-
-# --------------------------------------------------------------------------- LLM question writing
-
-def test_parse_json_reply_is_lenient():
-    assert data.parse_json_reply('Sure!\n```json\n{"a": [1, 2,],}\n```\nDone') == {"a": [1, 2]}
-    assert data.parse_json_reply('Here: [{"q": "x"}] and {"noise"}') == [{"q": "x"}]
-    assert data.parse_json_reply('{"t": "a } inside"} trailing } junk') == {"t": "a } inside"}
-    with pytest.raises(ValueError, match="no JSON"):
-        data.parse_json_reply("I cannot help with that.")
-
-
-def test_write_questions_keeps_the_two_most_specific():
-    chunks = [Document("d1", "", "Orvane Dynamics opened a tidal station in Port Mell on 3 May 2031."),
-              Document("d2", "", "Nothing useful here.")]
-
-    def fake(prompt: str) -> str:
-        if "Nothing useful" in prompt:
-            return "Sorry, I can't."
-        qs = [{"question": "What is a station?", "choices": ["a", "b", "c", "d"], "answer": "A", "specificity": 2},
-              {"question": "Who opened the tidal station in Port Mell?", "choices": ["A. Orvane Dynamics", "B. Kell",
-               "C. Mora", "D. Zed"], "answer": "A", "specificity": 9},
-              {"question": "When did it open?", "choices": ["3 May 2031", "1 May", "2 May", "4 May"],
-               "answer": 0, "specificity": "8"},
-              {"question": "Broken", "choices": ["only", "two"], "answer": 0, "specificity": 10}]
-        return "```json\n" + json.dumps({"questions": qs}) + ",\n```"
-
-    with pytest.warns(UserWarning, match="d2: the model gave no usable questions"):
-        out = data.write_questions(chunks, fake, progress=False)
-    assert [q.id for q in out] == ["d1/gen0", "d1/gen1"]
-    assert [q.answer_text for q in out] == ["Orvane Dynamics", "3 May 2031"]
-    assert all(q.source_doc_ids == ["d1"] and len(q.choices) == 4 for q in out)
-    assert data.write_questions(chunks[:1], fake, progress=False) == out  # seeded shuffle
-
-
 # --------------------------------------------------------------------------- notebook entry point
 
-def test_build_tasks_writes_and_skips_missing_data(tmp_path, capsys):
-    out = data.build_tasks(["fictional_news", "mmlu", "fictional_knowledge"], tmp_path, size="tiny", seed=0,
-                           mmlu_dir=str(tmp_path / "no_mmlu"), fk_dir=str(tmp_path / "no_fk"))
-    assert list(out) == ["fictional_news"]
-    printed = capsys.readouterr().out
+def test_build_tasks_writes_and_skips_missing_data(tmp_path):
+    with kinject_log() as rec:
+        out = data.build_tasks(["fictional_news", "mmlu", "fictional_knowledge"], tmp_path, size="tiny", seed=0,
+                               mmlu_dir=str(tmp_path / "no_mmlu"), fk_dir=str(tmp_path / "no_fk"))
+    assert list(out) == ["fictional_news"] and out["fictional_news"] == layout.task_dir(tmp_path, "fictional_news")
+    printed = text(rec)
     assert "skipping task mmlu" in printed and str(tmp_path / "no_mmlu") in printed
     assert "skipping task fictional_knowledge" in printed and str(tmp_path / "no_fk") in printed
     back = tasks.load_task(out["fictional_news"])
     assert back.questions == data.make_fictional_news("tiny").questions and back.meta["size"] == "tiny"
     with pytest.raises(ValueError, match="unknown task"):
         data.build_tasks(["mmlu_typo"], tmp_path)
+    with pytest.raises(ValueError, match=r"list of task names.*TASKS: \[fictional_news\]"):
+        data.build_tasks("fictional_news", tmp_path)
+
+
+def test_save_task_removes_stale_optional_files(tmp_path):
+    folder = tasks.task_dir(tmp_path, "t")
+    assert folder == layout.task_dir(tmp_path, "t")  # the alias asks layout
+    with_all = data.make_fictional_news("tiny")
+    with_all.dev = with_all.questions[:2]
+    tasks.save_task(with_all, folder)
+    assert (folder / "dev.jsonl").exists() and (folder / "paraphrases.jsonl").exists()
+    bare = data.make_fictional_news("tiny", n_paraphrases=0)
+    tasks.save_task(bare, folder)
+    assert not (folder / "dev.jsonl").exists() and not (folder / "paraphrases.jsonl").exists()
+    back = tasks.load_task(folder)
+    assert back.dev == [] and back.paraphrases == {}
 
 
 def test_task_summary_counts_words_without_a_tokenizer():

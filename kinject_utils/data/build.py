@@ -1,0 +1,111 @@
+"""Notebook 01's entry points: build and write every requested task, and summarise tasks in a table."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import layout, tasks
+from ..io import resolve_path
+from ..log import get_logger
+from ..tasks import Task
+from .custom import load_custom_task, load_documents
+from .errors import DataUnavailableError
+from .fictional_knowledge import (
+    FK_DEFAULT_MAX_QUESTIONS,
+    FK_KINDS,
+    load_fictional_knowledge,
+)
+from .mmlu import MMLU_SUBJECTS, build_mmlu_task
+from .news_questions import make_fictional_news
+from .wikipedia import MMLU_WIKI_TOPICS, fetch_wikipedia_kb
+
+__all__ = ["TASK_NAMES", "build_tasks", "task_summary"]
+
+TASK_NAMES: tuple[str, ...] = ("fictional_news", "fictional_knowledge", "mmlu", "custom")
+_log = get_logger("data")
+
+
+def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = "default", seed: int = 0,
+                mmlu_dir: str = "../shared/data/mmlu", fk_dir: str = "../shared/data/fictional_knowledge", *,
+                fk_max_questions: int | None = FK_DEFAULT_MAX_QUESTIONS,
+                fk_kinds: Sequence[str] = tuple(FK_KINDS.values()),
+                mmlu_kb: str = "", custom_docs_dir: str = "", custom_questions: str = "",
+                n_paraphrases: int = 10) -> dict[str, Path]:
+    """Build and write every requested task in its folder (:func:`kinject_utils.layout.task_dir`).
+
+    A task whose shared data is missing (or that needs the hub while offline) is skipped with a
+    logged warning naming the path; the others are still written.
+
+    Args:
+        task_names: any of ``fictional_news``, ``fictional_knowledge``, ``mmlu``, ``custom``.
+        size: fictional news size (``tiny|default|large``).
+        mmlu_kb: ``""`` (no MMLU knowledge base: MMLU is scored without RAG), ``"wikipedia"``
+            (online builder) or a folder of documents.
+        custom_docs_dir, custom_questions: the bring-your-own task's inputs.
+
+    Returns:
+        task name -> folder written.
+    """
+    if isinstance(task_names, str):
+        raise ValueError(f"task_names must be a list of task names, got the string {task_names!r}; "  # noqa: TRY004
+                         f"write TASKS: [{task_names}]")
+    names = list(task_names)
+    unknown = [n for n in names if n not in TASK_NAMES]
+    if unknown:
+        raise ValueError(f"unknown task name(s) {unknown}; use any of {list(TASK_NAMES)}")
+    written: dict[str, Path] = {}
+    for name in names:
+        try:
+            if name == "fictional_news":
+                task = make_fictional_news(size, seed, n_paraphrases)
+            elif name == "fictional_knowledge":
+                task = load_fictional_knowledge(fk_dir, max_questions=fk_max_questions, kinds=fk_kinds, seed=seed)
+            elif name == "mmlu":
+                kb = None
+                if mmlu_kb == "wikipedia":
+                    kb = fetch_wikipedia_kb([t for s in MMLU_SUBJECTS for t in MMLU_WIKI_TOPICS[s]])
+                elif mmlu_kb:
+                    kb = load_documents(mmlu_kb)
+                task = build_mmlu_task(mmlu_dir, kb=kb)
+            else:
+                if not custom_docs_dir or not custom_questions:
+                    raise FileNotFoundError("task 'custom' needs CUSTOM_DOCS_DIR and CUSTOM_QUESTIONS")
+                task = load_custom_task(custom_docs_dir, custom_questions)
+        except (FileNotFoundError, DataUnavailableError) as exc:
+            _log.warning("skipping task %s: %s", name, exc)
+            continue
+        written[name] = tasks.save_task(task, layout.task_dir(resolve_path(results_dir), name))
+    return written
+
+
+def task_summary(task_map: dict[str, Task], tokenizer: Any = None):
+    """One row per task: counts and token statistics (a ``pandas.DataFrame``).
+
+    Args:
+        task_map: name -> task.
+        tokenizer: a Hugging Face tokenizer; without one, whitespace words are counted.
+    """
+    import numpy as np
+    import pandas as pd
+
+    def n_tok(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        if tokenizer is None:
+            return np.array([len(t.split()) for t in texts])
+        return np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
+
+    rows = []
+    for name, t in task_map.items():
+        d = n_tok([doc.text for doc in t.docs])
+        q = n_tok([x.question for x in t.questions])
+        p = n_tok([p for ps in t.paraphrases.values() for p in ps])
+        rows.append({"task": name, "questions": len(t.questions), "docs": len(t.docs), "dev": len(t.dev),
+                     "paraphrased_docs": len(t.paraphrases), "paraphrases": int(p.size),
+                     "doc_tokens_mean": round(float(d.mean()), 1) if d.size else 0.0,
+                     "doc_tokens_max": int(d.max()) if d.size else 0, "kb_tokens": int(d.sum()),
+                     "paraphrase_tokens": int(p.sum()),
+                     "question_tokens_mean": round(float(q.mean()), 1) if q.size else 0.0,
+                     "unit": "tokens" if tokenizer is not None else "words"})
+    return pd.DataFrame(rows).set_index("task")
