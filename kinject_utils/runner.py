@@ -3,83 +3,51 @@
     python -m kinject_utils.runner -f configs/tiny.yaml            # every notebook, in seconds
     python -m kinject_utils.runner -f configs/default.yaml         # the embedded CPU study
     python -m kinject_utils.runner -f configs/tiny.yaml --only 04 05
+    python -m kinject_utils.runner -f configs/tiny.yaml --set 03.EPOCHS=2 --set SEED=1
+    python -m kinject_utils.runner -f configs/paper_mistral7b.yaml --plan   # what it would do, offline
 
-A config holds ``params`` given to every notebook that declares them, and ``notebooks`` with
-per-notebook overrides keyed by number::
+The config format and its checks are in :mod:`kinject_utils.config` (``params`` for every notebook
+that declares them, ``notebooks: {"03": {...}}`` for one, ``extends:`` a base file). Every key and
+value is checked against the notebooks' declared parameters before anything runs.
 
-    name: tiny
-    offline: true            # sets HF_HUB_OFFLINE=1 so a hub id fails at once
-    params: {RESULTS_DIR: runs/tiny/results, TASK_SIZE: tiny}
-    notebooks: {"03": {EPOCHS: 1}}
-
-Executed copies go to ``runs/<name>/NN_*.ipynb`` (ignored by git). The run stops at the first
+Executed copies go to ``runs/<name>/NN_*.ipynb`` (ignored by git) with ``timings.json``, the wall
+time of each notebook; the next run's progress bar uses it for its ETA. The run stops at the first
 failing cell and prints it. Notebooks run with the repository root as working directory.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError, RunSettings, apply_sets, load_settings, normalise_only
 from .io import project_root
 
-__all__ = ["RunConfig", "load_config", "notebook_parameters", "run_notebooks", "main"]
+__all__ = ["ConfigError", "RunSettings", "load_config", "list_notebooks", "notebook_parameters",
+           "declared_parameters", "run_notebooks", "main"]
 
-_ALLOWED_TOP = {"name", "description", "offline", "params", "notebooks", "timeout_per_cell"}
+#: relative cost of each notebook when no earlier run's timings.json exists (the default study's shape)
+DEFAULT_WEIGHTS = {"01": 1.0, "02": 1.0, "03": 30.0, "04": 2.0, "05": 15.0, "06": 1.0}
+_WRITABLE_PARAMS = ("RESULTS_DIR", "FIGURES_DIR")
 
 
-class ConfigError(ValueError):
-    """A runner config is malformed; the message names the file, the key and the fix."""
-
-
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a runner YAML config.
+def load_config(path: str | os.PathLike, sets: list[str] | None = None) -> RunSettings:
+    """Read and validate a runner YAML config (structure, types of fields, secrets).
 
     Raises:
-        ConfigError: unknown top-level keys, wrong types, or notebook keys that are not numbers.
+        ConfigError: the message names the file, the key and the fix.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {path} not found; the shipped ones are in configs/ "
-                          "(tiny.yaml, default.yaml, paper_*.yaml)")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping at top level, got {type(cfg).__name__}")
-    unknown = set(cfg) - _ALLOWED_TOP
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(_ALLOWED_TOP)}")
-    cfg.setdefault("name", path.stem)
-    cfg.setdefault("offline", False)
-    cfg.setdefault("params", {})
-    cfg.setdefault("notebooks", {})
-    if not isinstance(cfg["params"], dict):
-        raise ConfigError(f"{path}: 'params' must be a mapping of NAME: value")
-    if not isinstance(cfg["notebooks"], dict):
-        raise ConfigError(f"{path}: 'notebooks' must map a notebook number ('03') to a mapping")
-    nbs = {}
-    for k, v in cfg["notebooks"].items():
-        key = f"{int(k):02d}" if str(k).isdigit() else None
-        if key is None or not isinstance(v, dict):
-            raise ConfigError(f"{path}: notebooks.{k}: keys must be notebook numbers like '03' "
-                              "and values mappings of NAME: value")
-        nbs[key] = v
-    cfg["notebooks"] = nbs
-    if not isinstance(cfg["offline"], bool):
-        raise ConfigError(f"{path}: 'offline' must be true or false, got {cfg['offline']!r}")
-    return cfg
+    return load_settings(path, sets)
 
 
 def list_notebooks(root: Path) -> list[Path]:
     """The numbered notebooks (``notebooks/NN_*.ipynb``) in order."""
-    return sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p for p in (Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def notebook_parameters(nb_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -89,69 +57,176 @@ def notebook_parameters(nb_path: str | os.PathLike) -> dict[str, dict[str, Any]]
     return dict(pm.inspect_notebook(str(nb_path)))
 
 
-def run_notebooks(config: str | os.PathLike | dict, only: list[str] | None = None,
+def declared_parameters(root: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]]:
+    """Notebook number -> its declared parameters, for every numbered notebook."""
+    return {p.name[:2]: notebook_parameters(p) for p in list_notebooks(Path(root))}
+
+
+def _as_settings(config: str | os.PathLike | dict | RunSettings, sets: list[str] | None) -> RunSettings:
+    if isinstance(config, RunSettings):
+        return load_settings_from_raw(vars(config).copy(), sets) if sets else config
+    if isinstance(config, dict):
+        return load_settings_from_raw(dict(config), sets)
+    return load_settings(config, sets)
+
+
+def load_settings_from_raw(raw: dict[str, Any], sets: list[str] | None = None) -> RunSettings:
+    """A :class:`RunSettings` from an already-read mapping (``--set`` items applied)."""
+    raw = apply_sets(raw, sets or [])
+    raw.setdefault("source", "<config>")
+    return RunSettings(**raw)
+
+
+def _default_of(info: dict[str, Any]) -> Any:
+    try:
+        return ast.literal_eval(str(info.get("default")))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Create ``path`` if needed and write a probe file in it.
+
+    Raises:
+        ConfigError: one line naming the path, the reason and the fix.
+    """
+    probe = path / f".kinject-write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} is not writable ({exc.strerror or type(exc).__name__}). Fix: make it "
+                          f"writable (chmod u+w, or remove the file in its way), or choose another folder "
+                          f"({'--out DIR' if what == 'runs folder' else '--set ' + what + '=DIR'}).") from None
+
+
+def _weights(timings_file: Path, nums: list[str]) -> tuple[dict[str, float], str]:
+    try:
+        last = json.loads(timings_file.read_text(encoding="utf-8"))["seconds"]
+        if all(isinstance(last.get(n), (int, float)) and last[n] > 0 for n in nums):
+            return {n: float(last[n]) for n in nums}, f"ETA from the last run ({timings_file.name})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return {n: DEFAULT_WEIGHTS.get(n, 5.0) for n in nums}, "ETA from fixed weights (no earlier run)"
+
+
+def _save_timings(timings_file: Path, done: dict[str, float]) -> None:
+    from .io import write_json
+
+    try:
+        old = json.loads(timings_file.read_text(encoding="utf-8")).get("seconds", {})
+    except (OSError, ValueError, AttributeError):
+        old = {}
+    write_json(timings_file, {"seconds": {**old, **{k: round(v, 2) for k, v in done.items()}},
+                                     "updated": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def timing_table(done: dict[str, float], names: dict[str, str]) -> str:
+    """The 'where the time went' table: notebook, seconds, share of the run."""
+    total = sum(done.values()) or 1.0
+    rows = [f"  {'notebook':<28} {'wall':>10} {'share':>6}"]
+    for num, sec in done.items():
+        rows.append(f"  {names.get(num, num):<28} {_fmt(sec):>10} {100 * sec / total:5.1f}%")
+    rows.append(f"  {'total':<28} {_fmt(sum(done.values())):>10}")
+    return "\n".join(rows)
+
+
+def _fmt(sec: float) -> str:
+    return f"{sec:.1f}s" if sec < 90 else f"{int(sec // 60)}m {sec % 60:02.0f}s"
+
+
+def prepare(config: str | os.PathLike | dict | RunSettings, only: list[str] | None = None,
+            root: str | os.PathLike | None = None, extra_params: dict[str, Any] | None = None,
+            sets: list[str] | None = None) -> tuple[RunSettings, list[tuple[Path, dict[str, Any]]], dict]:
+    """Load and check everything a run needs, writing nothing: ``(settings, [(notebook, params)], declared)``.
+
+    Raises:
+        ConfigError: any problem in the config, ``--set`` items or ``--only``.
+    """
+    root = Path(root) if root else project_root()
+    settings = _as_settings(config, sets)
+    if extra_params:
+        settings = load_settings_from_raw({**vars(settings), "params": {**settings.params, **extra_params}})
+    notebooks = list_notebooks(root)
+    declared = {p.name[:2]: notebook_parameters(p) for p in notebooks}
+    wanted = normalise_only(only, sorted(declared))
+    settings.check_against(declared, only=wanted)
+    chosen = [p for p in notebooks if not wanted or p.name[:2] in wanted]
+    return settings, [(nb, settings.parameters_for(nb.name[:2], declared[nb.name[:2]])) for nb in chosen], declared
+
+
+def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str] | None = None,
                   root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-                  extra_params: dict[str, Any] | None = None, log_output: bool = False) -> list[Path]:
+                  extra_params: dict[str, Any] | None = None, log_output: bool = False,
+                  sets: list[str] | None = None) -> list[Path]:
     """Execute the numbered notebooks with papermill; return the executed copies' paths.
 
     Args:
-        config: a config path or an already-loaded config dict.
+        config: a config path, a loaded :class:`RunSettings`, or a mapping of its fields.
         only: notebook numbers to run (``["04", "05"]``); default all.
         root: repository root (default: found from cwd).
         out_dir: where executed copies go (default ``runs/<config name>``).
-        extra_params: overrides applied last (given to every notebook that declares them).
+        extra_params: overrides of ``params`` (given to every notebook that declares them).
         log_output: stream each cell's output (progress bars included) to the terminal.
+        sets: ``--set`` items (``KEY=VALUE`` or ``NN.KEY=VALUE``, YAML values).
 
     Raises:
+        ConfigError: a config problem, or a folder that cannot be written (before anything runs).
         papermill.PapermillExecutionError: a cell failed; its notebook copy holds the traceback.
     """
     import papermill as pm
-    from tqdm.auto import tqdm
+
+    from .log import progress
 
     root = Path(root) if root else project_root()
-    cfg = config if isinstance(config, dict) else load_config(config)
-    if cfg.get("offline"):
+    settings, plan, declared = prepare(config, only, root, extra_params, sets)
+    out = Path(out_dir) if out_dir else root / "runs" / settings.name
+    check_writable(out, "runs folder")
+    for nb, params in plan:
+        for key in _WRITABLE_PARAMS:
+            if key in declared[nb.name[:2]]:
+                value = params.get(key, _default_of(declared[nb.name[:2]][key]))
+                if isinstance(value, str) and value:
+                    check_writable(root / value if not Path(value).is_absolute() else Path(value), key)
+    if settings.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    out = Path(out_dir) if out_dir else root / "runs" / str(cfg["name"])
-    out.mkdir(parents=True, exist_ok=True)
-    notebooks = list_notebooks(root)
-    if only:
-        want = {f"{int(x):02d}" for x in only}
-        notebooks = [p for p in notebooks if p.name[:2] in want]
-        missing = want - {p.name[:2] for p in notebooks}
-        if missing:
-            raise ConfigError(f"--only names notebooks that do not exist: {sorted(missing)}")
-    declared_anywhere: set[str] = set()
-    plan = []
-    for nb in notebooks:
-        declared = notebook_parameters(nb)
-        declared_anywhere |= set(declared)
-        wanted = {**cfg["params"], **cfg["notebooks"].get(nb.name[:2], {}), **(extra_params or {})}
-        plan.append((nb, {k: v for k, v in wanted.items() if k in declared}))
-    if not only:
-        unused = set(cfg["params"]) - declared_anywhere
-        if unused:
-            raise ConfigError(f"config '{cfg['name']}' sets parameters no notebook declares: "
-                              f"{sorted(unused)} (typo?). `papermill --help-notebook NB` lists them.")
+    timings_file = out / "timings.json"
+    nums = [nb.name[:2] for nb, _ in plan]
+    weights, eta_source = _weights(timings_file, nums)
+    names = {nb.name[:2]: nb.stem for nb, _ in plan}
+    print(f"[kinject] {settings.name}: {len(plan)} notebook(s); {eta_source}", file=sys.stderr)
+    done: dict[str, float] = {}
     executed = []
-    bar = tqdm(plan, desc=f"kinject [{cfg['name']}]", unit="notebook")
-    for nb, params in bar:
+    bar = progress(total=round(sum(weights.values()), 2), desc=f"kinject [{settings.name}]", unit="w",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+    t_run = time.time()
+    for nb, params in plan:
+        num = nb.name[:2]
         bar.set_postfix_str(nb.name)
         dest = out / nb.name
         t0 = time.time()
         try:
             pm.execute_notebook(str(nb), str(dest), parameters=params, cwd=str(root),
                                 kernel_name="python3", progress_bar=log_output, log_output=log_output,
-                                execution_timeout=cfg.get("timeout_per_cell"))
+                                execution_timeout=settings.timeout_per_cell)
         except pm.PapermillExecutionError as exc:
             bar.close()
-            print(f"\n[kinject] {nb.name} FAILED in cell {exc.exec_count} "
+            print(f"\n[kinject] {nb.name} FAILED in cell {exc.exec_count} after {_fmt(time.time() - t0)} "
                   f"(executed copy: {dest})\n--- cell source ---\n{exc.source}\n--- error ---\n"
                   f"{exc.ename}: {exc.evalue}", file=sys.stderr)
+            if done:
+                print("[kinject] time so far:\n" + timing_table(done, names), file=sys.stderr)
             raise
-        tqdm.write(f"[kinject] {nb.name} ok in {time.time() - t0:.1f}s -> {dest}")
+        done[num] = time.time() - t0
+        _save_timings(timings_file, {num: done[num]})
+        bar.update(weights[num])
+        bar.write(f"[kinject] {nb.name} ok in {_fmt(done[num])} -> {dest}")
         executed.append(dest)
+    bar.close()
+    print(f"[kinject] where the time went ({settings.name}, {_fmt(time.time() - t_run)} in all; "
+          f"saved to {timings_file}):\n{timing_table(done, names)}", file=sys.stderr)
     return executed
 
 
@@ -162,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-f", "--config", default="configs/default.yaml", help="runner YAML config")
     ap.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. --only 04 05")
     ap.add_argument("--out", default=None, help="folder for executed notebooks (default runs/<name>)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="[NN.]KEY=VALUE",
+                    help="override a parameter (YAML value), e.g. --set EPOCHS=3 or --set 03.EPOCHS=3; repeatable")
+    ap.add_argument("--plan", action="store_true",
+                    help="print what each notebook would load, on which device, tokens, steps and expected "
+                         "time, then exit (offline; runs nothing)")
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="stream every cell's output (the notebooks' own progress bars) to the terminal")
     args = ap.parse_args(argv)
@@ -171,16 +251,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    t0 = time.time()
     try:
-        run_notebooks(args.config, only=args.only, out_dir=args.out, log_output=args.verbose)
+        if args.plan:
+            from .plan import format_plan, plan_run
+
+            settings, chosen, declared = prepare(args.config, only=args.only, sets=args.sets)
+            print(format_plan(plan_run(settings, chosen, declared)))
+            return 0
+        run_notebooks(args.config, only=args.only, out_dir=args.out, log_output=args.verbose, sets=args.sets)
     except ConfigError as exc:
         print(f"[kinject] config error: {exc}", file=sys.stderr)
         return 2
     except pm.PapermillExecutionError:
         return 1
-    print(f"[kinject] all notebooks ok in {time.time() - t0:.0f}s")
     return 0
 
 

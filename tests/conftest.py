@@ -1,4 +1,10 @@
-"""Shared test settings: offline hub, one model cache for the whole run, shared-data paths."""
+"""Shared test settings: offline hub, one model cache for the whole run, shared-data paths, test tiers.
+
+Tiers (markers, pyproject's addopts deselects the last two by default):
+  (none)      fast unit tests             slow        runs a model or a notebook (the tiny config end to end)
+  functional  the default config vs the committed results (pytest -m functional)
+  gpu         needs CUDA (pytest -m gpu); skipped, with the reason, where torch sees no GPU
+"""
 import os
 from pathlib import Path
 
@@ -19,3 +25,20 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (tests read it from ../shared/data)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip themselves where torch sees no CUDA device (never fail for lack of one)."""
+    gpu_items = [i for i in items if i.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    try:
+        import torch
+
+        has_cuda = bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no torch, no GPU
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here)")
+        for item in gpu_items:
+            item.add_marker(skip)

@@ -39,7 +39,8 @@ def test_notebook_hygiene(nb_path):
         f"{nb_path.name}: papermill does not see {sorted(set(declared) - set(params))} (no '=' in comments)"
     for name, info in params.items():
         assert name.isupper(), f"{nb_path.name}: parameter {name} should be UPPER_CASE"
-        assert info["help"].strip(), f"{nb_path.name}: parameter {name} has no comment (papermill --help-notebook shows it)"
+        assert info["help"].strip(), \
+            f"{nb_path.name}: parameter {name} has no comment (papermill --help-notebook shows it)"
         assert info["inferred_type_name"] != "None", f"{nb_path.name}: parameter {name} needs a type annotation"
     assert "%run" not in json.dumps(nb) and "sys.path" not in json.dumps(nb)
 

@@ -1,0 +1,294 @@
+"""The runner's configuration layer: one validated :class:`RunSettings` per YAML file.
+
+A config file's keys are the dataclass's fields::
+
+    extends: paper_base.yaml   # optional: a base file (relative to this one), deep-merged underneath
+    name: tiny                 # executed notebooks go to runs/<name>/
+    description: ...
+    offline: true              # sets HF_HUB_OFFLINE=1 so a hub id fails at once
+    timeout_per_cell: 600      # seconds (null: none)
+    params: {RESULTS_DIR: runs/tiny/results, TASK_SIZE: tiny}   # every notebook that declares them
+    notebooks: {"03": {EPOCHS: 1}}                              # one notebook only
+
+:meth:`RunSettings.check_against` validates every parameter against the notebooks' own declared
+parameters (papermill's inspection): unknown names (with a close match), notebook numbers that
+do not exist, values of the wrong type (``TASKS: fictional_news`` where a list is declared) and
+secret-looking values (an API key pasted into a parameter). Messages name the key, never a
+secret's value, and the fix. All of this runs before papermill writes anything.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "RunSettings", "load_settings", "parse_set", "apply_sets", "normalise_only",
+           "looks_like_secret", "check_value_type"]
+
+FIELDS = ("name", "description", "offline", "params", "notebooks", "timeout_per_cell", "extends")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_KEY_PREFIXES = ("sk-", "sk_", "hf_", "bearer ", "ghp_", "gho_", "github_pat_", "xoxb-", "xoxp-", "glpat-",
+                 "aiza", "akia", "eyj")
+_TYPE_EXAMPLES = {"list": "[fictional_news]", "dict": "{fictional_news: 20}", "int": "3", "float": "0.5",
+                  "str": "\"text\"", "bool": "true"}
+
+
+class ConfigError(ValueError):
+    """A runner config is malformed; the message names the file, the key and the fix."""
+
+
+# ---- secrets ---------------------------------------------------------------------------------------
+def _entropy(s: str) -> float:
+    counts = Counter(s)
+    return -sum(c / len(s) * math.log2(c / len(s)) for c in counts.values())
+
+
+def looks_like_secret(value: Any) -> bool:
+    """True for a string that looks like an API key or token (``sk-...``, ``hf_...``, ``Bearer ...``,
+    or a long mixed-case/digit token of high entropy). Paths, URLs and words are not."""
+    if not isinstance(value, str):
+        return False
+    s = value.strip()
+    if s.lower().startswith(_KEY_PREFIXES) and len(s) >= 12:
+        return True
+    if len(s) < 24 or any(c.isspace() for c in s) or "/" in s or s.startswith(("http:", "https:", ".", "~")):
+        return False
+    classes = sum([any(c.islower() for c in s), any(c.isupper() for c in s), any(c.isdigit() for c in s)])
+    return classes >= 2 and _entropy(s) >= 3.5 and any(c.isdigit() for c in s)
+
+
+def _secret_problem(key: str, value: Any) -> str | None:
+    """A message for a secret-looking value under ``key`` (the value itself is never included)."""
+    vals = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+    if key.endswith("_ENV") and isinstance(value, str) and not _ENV_NAME.match(value):
+        return (f"{key} must be the NAME of an environment variable (upper case, like OPENAI_API_KEY), "
+                "not a key. Fix: put the key in your shell (export OPENAI_API_KEY=...) and set "
+                f"{key}: OPENAI_API_KEY. The value was not printed or written anywhere.")
+    if any(looks_like_secret(v) for v in vals):
+        return (f"{key} holds a value that looks like an API key or token. Secrets never go in a config "
+                "or notebook parameter (papermill writes parameters into the executed notebook). Fix: "
+                "export it in your shell and pass the variable's NAME through a *_ENV parameter "
+                "(e.g. OPENAI_API_KEY_ENV: OPENAI_API_KEY). The value was not printed or written anywhere.")
+    return None
+
+
+# ---- types -----------------------------------------------------------------------------------------
+def check_value_type(key: str, value: Any, type_name: str) -> str | None:
+    """A message naming the expected type and an example when ``value`` does not fit ``type_name``
+    (papermill's inferred type: list, dict, int, float, str, bool); ``None`` when it fits."""
+    t = type_name.strip().lower()
+    ok = {"list": lambda v: isinstance(v, list),
+          "dict": lambda v: isinstance(v, dict),
+          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": lambda v: isinstance(v, str),
+          "bool": lambda v: isinstance(v, bool)}.get(t)
+    if ok is None or ok(value):
+        return None
+    example = _TYPE_EXAMPLES[t]
+    if t == "list" and isinstance(value, (str, int, float)):
+        example = f"[{value}]"
+    got = type(value).__name__ if value is not None else "null"
+    article = "an" if t == "int" else "a"
+    return f"{key} must be {article} {t}, e.g. {example} (got {got})"
+
+
+# ---- the settings ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunSettings:
+    """One runner config, validated on construction (structure only; see :meth:`check_against`)."""
+
+    name: str = "run"
+    description: str = ""
+    offline: bool = False
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notebooks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    timeout_per_cell: float | None = None
+    extends: str | None = None
+    source: str = dataclasses.field(default="<config>", compare=False)
+
+    def __post_init__(self) -> None:
+        where = self.source
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
+            raise ConfigError(f"{where}: 'name' must be a short folder name (letters, digits, _ . -), "
+                              f"got {self.name!r}; executed notebooks go to runs/<name>/")
+        if not isinstance(self.description, str):
+            raise ConfigError(f"{where}: 'description' must be text")
+        if not isinstance(self.offline, bool):
+            raise ConfigError(f"{where}: 'offline' must be true or false, got {self.offline!r}")
+        if self.timeout_per_cell is not None and (isinstance(self.timeout_per_cell, bool) or not isinstance(
+                self.timeout_per_cell, (int, float)) or self.timeout_per_cell <= 0):
+            raise ConfigError(f"{where}: 'timeout_per_cell' must be a number of seconds > 0 (e.g. "
+                              "timeout_per_cell: 600) or null for no limit; got a "
+                              f"{type(self.timeout_per_cell).__name__}")
+        if not isinstance(self.params, dict):
+            raise ConfigError(f"{where}: 'params' must be a mapping of NAME: value, e.g. params: {{SEED: 0}}")
+        if not isinstance(self.notebooks, dict):
+            raise ConfigError(f"{where}: 'notebooks' must map a notebook number to a mapping, "
+                              "e.g. notebooks: {\"03\": {EPOCHS: 1}}")
+        nbs: dict[str, dict[str, Any]] = {}
+        for k, v in self.notebooks.items():
+            if not re.fullmatch(r"\d{1,2}", str(k)) or not isinstance(v, dict):
+                raise ConfigError(f"{where}: notebooks.{k}: keys must be notebook numbers like \"03\" and "
+                                  "values mappings of NAME: value, e.g. notebooks: {\"03\": {EPOCHS: 1}}")
+            nbs[f"{int(k):02d}"] = v
+        self.notebooks = nbs
+        for scope, mapping in [("params", self.params)] + [(f"notebooks.{n}", m) for n, m in nbs.items()]:
+            for key, value in mapping.items():
+                problem = _secret_problem(str(key), value)
+                if problem:
+                    raise ConfigError(f"{where}: {scope}.{key}: {problem}")
+
+    # ---- checks against the notebooks ---------------------------------------------------------------
+    def check_against(self, declared: dict[str, dict[str, dict[str, Any]]], only: list[str] | None = None) -> None:
+        """Validate every parameter against ``declared`` (notebook number -> papermill parameters).
+
+        Raises:
+            ConfigError: a notebook number that does not exist, a key the notebook does not declare
+                (with its allowed keys and a close match), a top-level key no notebook declares,
+                or a value of the wrong type.
+        """
+        where = self.source
+        for num, over in self.notebooks.items():
+            if num not in declared:
+                raise ConfigError(f"{where}: notebooks.{num}: there is no notebook {num}; the notebooks are "
+                                  f"{', '.join(sorted(declared))}. Fix the number or remove the section.")
+            allowed = declared[num]
+            for key in over:
+                if key not in allowed:
+                    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+                    hint = f" Did you mean {close[0]}?" if close else ""
+                    raise ConfigError(f"{where}: notebooks.{num}.{key}: notebook {num} has no parameter {key}."
+                                      f"{hint} Its parameters: {', '.join(sorted(allowed))}.")
+                problem = check_value_type(key, over[key], allowed[key].get("inferred_type_name", ""))
+                if problem:
+                    raise ConfigError(f"{where}: notebooks.{num}.{key}: {problem}")
+        every = {k: v for num in sorted(declared) for k, v in declared[num].items()}
+        if not only:
+            unused = sorted(set(self.params) - set(every))
+            if unused:
+                close = {u: difflib.get_close_matches(u, list(every), n=1) for u in unused}
+                hints = "; ".join(f"{u} -> {c[0]}?" for u, c in close.items() if c)
+                raise ConfigError(f"{where}: params sets {unused}, which no notebook declares (typo?"
+                                  f"{' ' + hints if hints else ''}). `papermill --help-notebook NB` lists "
+                                  "each notebook's parameters.")
+        for key, value in self.params.items():
+            if key in every:
+                problem = check_value_type(key, value, every[key].get("inferred_type_name", ""))
+                if problem:
+                    raise ConfigError(f"{where}: params.{key}: {problem}")
+
+    def parameters_for(self, num: str, declared: dict[str, Any]) -> dict[str, Any]:
+        """What notebook ``num`` gets: ``params`` then its own section, restricted to what it declares."""
+        wanted = {**self.params, **self.notebooks.get(num, {})}
+        return {k: v for k, v in wanted.items() if k in declared}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    import yaml
+
+    if not path.exists():
+        hint = (f" (named by 'extends' in {chain[-1]}; the path is relative to that file)" if chain
+                else "; the shipped ones are in configs/ (tiny.yaml, default.yaml, paper_*.yaml)")
+        raise ConfigError(f"config file {path} not found{hint}")
+    if path.resolve() in {p.resolve() for p in chain}:
+        raise ConfigError(f"{path}: 'extends' loops back to itself ({' -> '.join(map(str, chain))}); "
+                          "remove one of the 'extends' lines")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}. Fix the line named above.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at top level ({', '.join(FIELDS)}), "
+                          f"got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        close = [difflib.get_close_matches(str(u), FIELDS, n=1) for u in unknown]
+        hint = "; ".join(f"{u} -> {c[0]}?" for u, c in zip(unknown, close) if c)
+        raise ConfigError(f"{path}: unknown top-level keys {unknown}{' (' + hint + ')' if hint else ''}; "
+                          f"allowed: {', '.join(FIELDS)}")
+    base_name = raw.get("extends")
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name, e.g. extends: paper_base.yaml")
+    base = _read_yaml(path.parent / base_name, chain + (path,))
+    base.pop("name", None)  # a base's name never names the run
+    return _deep_merge(base, raw)
+
+
+def load_settings(path: str | os.PathLike, sets: list[str] | None = None) -> RunSettings:
+    """Read ``path`` (following ``extends``), apply ``--set`` overrides, and validate the structure."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    raw.setdefault("name", path.stem)
+    raw = apply_sets(raw, sets or [])
+    return RunSettings(**raw, source=str(path))
+
+
+# ---- command-line overrides ------------------------------------------------------------------------
+def parse_set(item: str) -> tuple[str | None, str, Any]:
+    """``KEY=VALUE`` or ``NN.KEY=VALUE`` -> ``(notebook or None, KEY, YAML-parsed value)``."""
+    import yaml
+
+    m = re.fullmatch(r"(?:(\d{1,2})\.)?([A-Za-z_][A-Za-z0-9_]*)=(.*)", item.strip(), flags=re.S)
+    if not m:
+        raise ConfigError(f"--set {item.split('=')[0]!r}: expected KEY=VALUE or NN.KEY=VALUE, "
+                          "e.g. --set EPOCHS=3 or --set 03.EPOCHS=3")
+    num, key, text = m.groups()
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: the value is not valid YAML; quote it or write a list as [a, b]") from None
+    return (f"{int(num):02d}" if num else None), key, value
+
+
+def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` items to a raw config mapping (top-level fields too, e.g. ``timeout_per_cell=60``)."""
+    raw = copy.deepcopy(raw)
+    for item in sets:
+        num, key, value = parse_set(item)
+        if num:
+            old = raw.get("notebooks") if isinstance(raw.get("notebooks"), dict) else {}
+            nbs = {f"{int(k):02d}" if str(k).isdigit() else k: v for k, v in old.items()}
+            nbs.setdefault(num, {})[key] = value
+            raw["notebooks"] = nbs
+        elif key in FIELDS and key not in ("params", "notebooks", "extends"):
+            raw[key] = value
+        else:
+            if not isinstance(raw.get("params"), dict):
+                raw["params"] = {}
+            raw["params"][key] = value
+    return raw
+
+
+def normalise_only(only: list[str] | None, existing: list[str]) -> list[str] | None:
+    """``--only`` values as two-digit notebook numbers, checked against ``existing``."""
+    if not only:
+        return None
+    out = []
+    for x in only:
+        if not str(x).strip().isdigit():
+            raise ConfigError(f"--only {x!r}: expected notebook numbers, e.g. --only 04 05; the notebooks are "
+                              f"{', '.join(existing)}")
+        out.append(f"{int(x):02d}")
+    missing = sorted(set(out) - set(existing))
+    if missing:
+        raise ConfigError(f"--only names notebooks that do not exist: {missing}; the notebooks are "
+                          f"{', '.join(existing)}")
+    return out
