@@ -92,8 +92,9 @@ def fact_recall_curve(task: Task, candidates: dict[str, list[str]],
     Example:
         >>> from kinject_utils.tasks import Question
         >>> t = Task("t", [Question("q", "Who?", ["Ann Lee", "Bo"], 0, ["d"])], [Document("d", "", "Ann Lee won.")])
-        >>> fact_recall_curve(t, {"d": ["Ann Lee took it.", "She won."]}, (1.0, 0.0))
-        [{'min_fact_recall': 1.0, 'candidates': 2, 'would_pass': 1, 'share': 0.5}, {'min_fact_recall': 0.0, 'candidates': 2, 'would_pass': 2, 'share': 1.0}]
+        >>> [(r["min_fact_recall"], r["would_pass"], r["share"])
+        ...  for r in fact_recall_curve(t, {"d": ["Ann Lee took it.", "She won."]}, (1.0, 0.0))]
+        [(1.0, 1, 0.5), (0.0, 2, 1.0)]
     """
     facts = required_facts(task)
     recalls = [fact_recall(p, facts[d]) for d, ps in candidates.items() if d in facts for p in ps]
