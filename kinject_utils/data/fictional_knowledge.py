@@ -17,6 +17,7 @@ must sit at chance (0.25).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections import Counter
@@ -55,22 +56,49 @@ def _content(s: str) -> set[str]:
     return {w for w in re.findall(r"[a-z0-9]+", s.lower()) if len(w) >= 3 and w not in _STOP}
 
 
+_ORG_WORDS = frozenset("""inc ltd llc corp corporation company co association society institute university academy
+college school council union group industries enterprises syndicate organization organisation party agency foundation
+committee club bank labs laboratory network systems technologies alliance league federation ministry department
+authority commission board bureau trust partners holdings consortium collective studios records press times
+festival awards games olympics championship cup expo show series band orchestra team united fc""".split())
+_PLACE_WORDS = frozenset("""north south east west northern southern eastern western new port mount mt lake river
+island islands bay city town county province state republic kingdom valley hills coast sea ocean desert forest
+park street avenue district region""".split())
+
+
 def answer_kind(s: str) -> str:
-    """Coarse answer type of a cloze target: ``year``, ``date``, ``number``, ``proper`` or ``common``.
+    """Answer type of a cloze target, for same-type distractors.
+
+    ``year``, ``date``, ``number``; proper names split into ``org`` (a word like Institute,
+    Syndicate, Festival), ``place`` (North, Port, Island, a "City, Country" pair...), ``person``
+    (two or three capitalised words, none of those) and ``name`` (any other proper name); else
+    ``common``.
 
     Example:
-        >>> [answer_kind(x) for x in ("1923", "4 May 2031", "12 ships", "Storm Ursa", "survival")]
-        ['year', 'date', 'number', 'proper', 'common']
+        >>> [answer_kind(x) for x in ("1923", "4 May 2031", "12 ships", "Galaxy Music Syndicate",
+        ...                           "South Mars", "Rowan Hughes", "Ursa", "survival")]
+        ['year', 'date', 'number', 'org', 'place', 'person', 'name', 'common']
     """
-    low = s.strip().lower()
+    t = s.strip()
+    low = t.lower()
     if re.fullmatch(r"\d{3,4}s?", low):
         return "year"
     if any(m.lower() in low for m in _MONTHS) and re.search(r"\d", low):
         return "date"
     if re.search(r"\d", low):
         return "number"
-    core = s.strip()[4:] if low.startswith("the ") else s.strip()
-    return "proper" if core[:1].isupper() else "common"
+    core = t[4:] if low.startswith("the ") else t
+    if not core[:1].isupper():
+        return "common"
+    words = re.findall(r"[A-Za-z]+", core.lower())
+    if any(w in _ORG_WORDS for w in words):
+        return "org"
+    if any(w in _PLACE_WORDS for w in words) or re.fullmatch(r"[A-Z][\w'-]+, [A-Z][\w'-]+", core):
+        return "place"
+    tokens = core.split()
+    if 2 <= len(tokens) <= 3 and all(re.fullmatch(r"[A-Z][a-z'-]+\.?", w) for w in tokens):
+        return "person"
+    return "name"
 
 
 def _shape(s: str) -> tuple[str, bool, bool]:
@@ -85,40 +113,59 @@ def _slot(question: str) -> str:
     return words[-1].lower() if words else ""
 
 
-class _TargetPool:
-    """Every probe target with the slot it filled, grouped by shape for fast distractor search."""
+@dataclasses.dataclass
+class _Probe:
+    """One answer to place in an option set: a probe's target with what it must not clash with."""
 
-    def __init__(self, pool: list[tuple[int, str, str]]) -> None:
-        self.by_shape: dict[tuple[str, bool, bool], list[tuple[int, str, str]]] = {}
-        for i, cand, slot in pool:
-            self.by_shape.setdefault(_shape(cand), []).append((i, cand, slot))
+    key: str  # "<entry>/<plain|hard>/<j>": mem and gen share the plain key (and so their choices)
+    entry: int
+    target: str
+    slot: str
+    q_words: set[str]  # content words of the probe(s) asking for this target
+    passage: str  # lowercase source passage
 
-    def distractors(self, answer: str, slot: str, q_words: set[str], passage: str, entry: int, key: str,
-                    seed: int) -> list[str]:
-        """Three other passages' targets that fill ``slot`` like ``answer`` does and share no word in
-        ``q_words`` (the question's content words); see the module doc."""
-        shape = _shape(answer)
-        n_words, n_chars = len(answer.split()), len(answer)
-        low_ans, low_passage = answer.strip().lower(), passage.lower()
-        # same shape and slot first; then the same shape; then the same type whatever the "the"/punctuation
-        steps = [(shape, True), (shape, False)] + [(s, False) for s in sorted(self.by_shape)
-                                                   if s != shape and s[0] == shape[0]]
-        out: list[str] = []
-        for group, same_slot in steps:
-            tiers: dict[tuple[int, int], list[str]] = {}
-            for i, cand, cand_slot in self.by_shape.get(group, []):
-                if i != entry and (cand_slot == slot or not same_slot):  # never a probe of the same passage
-                    tiers.setdefault((abs(len(cand.split()) - n_words), abs(len(cand) - n_chars) // 6), []).append(cand)
-            for tier in sorted(tiers):
-                for cand in sorted(set(tiers[tier]), key=lambda c: content_hash(seed, key, c)):
-                    low = cand.strip().lower()
-                    if (not low or low == low_ans or low in low_ans or low_ans in low or low in low_passage
-                            or _content(cand) & q_words or any(low == o.strip().lower() for o in out)):
-                        continue
-                    out.append(cand)
-                    if len(out) == 3:
-                        return out
-        raise ValueError(f"not enough distractor candidates of type {shape[0]!r} for {key!r}")
+    def accepts(self, other: _Probe) -> bool:
+        """Can ``other``'s target be a wrong option of this probe (and the other way round)?"""
+        a, b = self.target.strip().lower(), other.target.strip().lower()
+        return (self.entry != other.entry and a not in b and b not in a
+                and b not in self.passage and a not in other.passage
+                and not _content(other.target) & self.q_words and not _content(self.target) & other.q_words)
+
+
+def _option_sets(probes: list[_Probe], seed: int) -> dict[str, list[str]]:
+    """Balanced option sets: probes in groups of 4 whose targets are each other's distractors.
+
+    Every question of a set offers the same 4 options in the same order, each option right for
+    exactly one of them: whatever a model prefers without reading the question (a frequent word,
+    a length, a position) scores 1 in 4 over the set. Partners share the answer's shape (type,
+    leading "the", trailing punctuation), preferring the same slot, then the closest length.
+    Returns probe key -> its 4 options; probes left without partners get none (dropped).
+    """
+    buckets: dict[tuple[str, bool, bool], list[_Probe]] = {}
+    for p in sorted(probes, key=lambda p: content_hash(seed, "fk-order", p.key)):
+        buckets.setdefault(_shape(p.target), []).append(p)
+    out: dict[str, list[str]] = {}
+    for bucket in buckets.values():
+        free = list(bucket)
+        while len(free) >= 4:
+            first = free.pop(0)
+            group = [first]
+            ranked = sorted(free, key=lambda p: (p.slot != first.slot,
+                                                 abs(len(p.target.split()) - len(first.target.split())),
+                                                 abs(len(p.target) - len(first.target)) // 6))
+            for cand in ranked:
+                if all(g.accepts(cand) for g in group):
+                    group.append(cand)
+                    if len(group) == 4:
+                        break
+            if len(group) < 4:
+                continue  # no partners for ``first``: it is dropped, the others stay free
+            for g in group[1:]:
+                free.remove(g)
+            options = [g.target for g in group]
+            random.Random(f"kinject-fk/{seed}/{first.key}").shuffle(options)
+            out.update({g.key: options for g in group})
+    return out
 
 
 def _fk_entries(source: str) -> list[dict]:
@@ -188,35 +235,47 @@ def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge",
             for i, e in enumerate(entries)]
     paraphrases = {f"fk-{i:03d}": [str(p) for p in e["paraphrases"]] for i, e in enumerate(entries)
                    if e.get("paraphrases")}
-    pool = _TargetPool(sorted({(i, t, _slot(q)) for i, e in enumerate(entries) for f in FK_KINDS
-                               for q, t in zip(e[f"{f}_input"], e[f"{f}_target"])
-                               if isinstance(t, str) and t.strip() and isinstance(q, str)}))
+    probes: dict[str, _Probe] = {}
+    for i, e in enumerate(entries):
+        for j in range(len(e["mem_target"])):
+            for field, kind in FK_KINDS.items():
+                if kind not in kinds or j >= len(e[f"{field}_input"]) or field == "gen":
+                    continue
+                asked = [e[f"{field}_input"][j]] + ([e["gen_input"][j]] if field == "mem" and "semantic" in kinds
+                                                   and j < len(e["gen_input"]) else [])
+                target, q_words = e[f"{field}_target"][j], set().union(*(_content(q) for q in asked))
+                if not isinstance(target, str) or not target.strip() or _content(target) & q_words:
+                    continue  # the question gives its answer away
+                key = f"{i}/{'hard' if field == 'hard_gen' else 'plain'}/{j}"
+                probes[key] = _Probe(key, i, target, _slot(asked[0]), q_words, e["train_context"].lower())
+    if "semantic" in kinds and "memorization" not in kinds:  # gen probes alone: key them as plain too
+        for i, e in enumerate(entries):
+            for j, (q, t) in enumerate(zip(e["gen_input"], e["gen_target"])):
+                if isinstance(t, str) and t.strip() and not _content(t) & _content(q):
+                    probes[f"{i}/plain/{j}"] = _Probe(f"{i}/plain/{j}", i, t, _slot(q), _content(q),
+                                                      e["train_context"].lower())
+    options = _option_sets(list(probes.values()), seed)
     groups: list[list[Question]] = []
     dropped = 0
     for i, e in enumerate(entries):
         for j in range(len(e["mem_target"])):
             group = []
             for field, kind in FK_KINDS.items():
-                if kind not in kinds or j >= len(e[f"{field}_input"]):
-                    continue
-                target, text = e[f"{field}_target"][j], e[f"{field}_input"][j].strip()
-                if _content(target) & _content(text):  # the question gives its answer away
-                    continue
-                # mem and gen share a target: share the key and the slot so they get identical choices
                 key = f"{i}/{'hard' if field == 'hard_gen' else 'plain'}/{j}"
-                probes = [text] if field == "hard_gen" else [e["mem_input"][j], *e["gen_input"][j:j + 1]]
-                q_words = set().union(*(_content(p) for p in probes))
-                wrong = pool.distractors(target, _slot(probes[0]), q_words, e["train_context"], i, key, seed)
-                choices = [target, *wrong]
-                random.Random(f"kinject-fk/{seed}/{key}").shuffle(choices)
-                group.append(Question(id=f"fk-{i:03d}/{field}/{j}", question=text,
-                                      choices=choices, answer=choices.index(target), source_doc_ids=[f"fk-{i:03d}"],
-                                      subject="fictional_knowledge", kind=kind))
+                if kind not in kinds or j >= len(e[f"{field}_input"]) or key not in options:
+                    continue
+                target, choices = e[f"{field}_target"][j], options[key]
+                if target not in choices:  # gen's target differs from mem's (never in the released data)
+                    continue
+                group.append(Question(id=f"fk-{i:03d}/{field}/{j}", question=e[f"{field}_input"][j].strip(),
+                                      choices=list(choices), answer=choices.index(target),
+                                      source_doc_ids=[f"fk-{i:03d}"], subject="fictional_knowledge", kind=kind))
             if len(group) == len(kinds):
                 groups.append(group)
             else:
                 dropped += 1
-    _log.info("fictional knowledge: %d probe groups kept, %d dropped (an answer the question gives away)",
+    _log.info("fictional knowledge: %d probe groups kept, %d dropped (an answer the question gives away, "
+              "or no same-type option set)",
               len(groups), dropped)
     if max_questions is not None:
         keep = sorted(random.Random(f"kinject-fk-sample/{seed}").sample(
