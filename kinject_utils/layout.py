@@ -79,6 +79,11 @@ def adapter_dir(results_dir: PathLike, model_slug: str, task: str, variant: str)
     return adapters_dir(results_dir) / model_slug / task / variant
 
 
+def lr_search_dir(results_dir: PathLike, model_slug: str, task: str) -> Path:
+    """``03_adapters/lr_search/<model>/<task>/``: one adapter per learning rate tried (``lr-<lr>/``)."""
+    return adapters_dir(results_dir) / "lr_search" / model_slug / task
+
+
 def adapter_index(results_dir: PathLike) -> Path:
     return adapters_dir(results_dir) / "index.csv"
 

@@ -266,9 +266,10 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
 
     Args:
         name: see module docstring.
-        dtype: ``float32`` (scoring parity with lm-eval), ``bfloat16`` (faster on AMX CPUs/GPUs).
+        dtype: ``float32`` (scoring parity with lm-eval), ``bfloat16`` (faster on AMX CPUs/GPUs),
+            ``float16`` or ``auto`` (resolved by :func:`kinject_utils.device.resolve_dtype`).
         quantization: ``None`` or ``"nf4"`` (4-bit QLoRA: nf4, double quantization, bf16 compute).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"`` (``cuda:N``) or ``"auto"`` (:func:`kinject_utils.device.resolve_device`).
         trust_remote_code: passed through; off unless the user turns it on.
 
     Returns:
@@ -281,15 +282,14 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if quantization not in (None, "nf4"):
         raise ValueError(f"quantization must be None or 'nf4', got {quantization!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailableError(f"device={device!r} asked for, but torch sees no CUDA GPU "
-                                    "(CPU build of torch, or no GPU). Use device='cpu'.")
+    from .device import resolve_device, resolve_dtype
+
+    device = resolve_device(device)  # "auto" and the no-GPU error: one place for every loader
+    dtype = resolve_dtype(_DTYPES[dtype], device)  # "auto": bf16 on CUDA/AMX CPUs, fp32 otherwise
     spec = get_spec(name)
     path = resolve_model_dir(name)
     kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": bool(trust_remote_code)}
-    torch_dtype = None if _DTYPES[dtype] == "auto" else getattr(torch, _DTYPES[dtype])
+    torch_dtype = getattr(torch, dtype)
     if quantization == "nf4":
         from transformers import BitsAndBytesConfig
 
@@ -297,8 +297,8 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
         kwargs["device_map"] = {"": device if device != "cuda" else 0}
-        torch_dtype = torch.bfloat16 if torch_dtype is None or torch_dtype == torch.float32 else torch_dtype
-    kwargs["dtype"] = torch_dtype if torch_dtype is not None else "auto"
+        torch_dtype = torch.bfloat16 if torch_dtype == torch.float32 else torch_dtype
+    kwargs["dtype"] = torch_dtype
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

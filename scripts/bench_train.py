@@ -1,6 +1,7 @@
 """Training throughput and peak memory: kinject's loop vs plain transformers Trainer, same settings.
 
-    python scripts/bench_train.py                       # SmolLM2, bf16 LoRA r=16, batch 4 x 2, 256 tokens
+    python scripts/bench_train.py                       # SmolLM2, LoRA r=16, batch 4 x 2, 256 tokens, dtype auto
+    python scripts/bench_train.py --which ours --dtype float32   # one side only, one dtype
     python scripts/bench_train.py --method qlora --steps 4
 
 Both runs train the same model, LoRA, packed 256-token chunks, micro-batch, accumulation, dtype,
@@ -46,11 +47,17 @@ def peak_mem_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _dtype(a: argparse.Namespace) -> str:
+    from kinject_utils.device import resolve
+
+    return "bfloat16" if a.method == "qlora" else resolve("auto", a.dtype)[1]
+
+
 def run_ours(a: argparse.Namespace) -> dict:
     from kinject_utils.finetune import FinetuneConfig, train_adapter
 
     cfg = FinetuneConfig(method=a.method, micro_batch=a.micro_batch, grad_accum=a.grad_accum, lr=1e-3,
-                         budget="steps", max_steps=a.steps, checkpoint_every=0, dtype="bfloat16",
+                         budget="steps", max_steps=a.steps, checkpoint_every=0, dtype=_dtype(a),
                          gradient_checkpointing=a.method == "qlora")
     with tempfile.TemporaryDirectory() as d:
         res = train_adapter(a.model, corpus(), cfg, d, progress=False)
@@ -71,7 +78,7 @@ def run_trainer(a: argparse.Namespace) -> dict:
         model, tok = load_causal_lm(a.model, dtype="bfloat16", quantization="nf4")
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     else:
-        model, tok = load_causal_lm(a.model, dtype="bfloat16")
+        model, tok = load_causal_lm(a.model, dtype=_dtype(a))
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
@@ -98,11 +105,9 @@ def run_trainer(a: argparse.Namespace) -> dict:
 
 
 def padding_report(a: argparse.Namespace) -> dict:
-    from kinject_utils.finetune import chunk_corpus
-    from kinject_utils.models import load_causal_lm
-
     from transformers import AutoTokenizer
 
+    from kinject_utils.finetune import chunk_corpus
     from kinject_utils.models import resolve_model_dir
 
     tok = AutoTokenizer.from_pretrained(resolve_model_dir(a.model))
@@ -123,6 +128,7 @@ def main() -> None:
     p.add_argument("--micro-batch", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--which", choices=["ours", "trainer", "both"], default="both")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPUs without AMX) | float32 | bfloat16")
     a = p.parse_args()
     if a.which != "both":
         res = run_ours(a) if a.which == "ours" else run_trainer(a)
@@ -130,7 +136,7 @@ def main() -> None:
         return
     results = {}
     for which in ("ours", "trainer"):
-        cmd = [sys.executable, __file__, "--which", which, "--model", a.model, "--method", a.method,
+        cmd = [sys.executable, __file__, "--which", which, "--model", a.model, "--method", a.method, "--dtype", a.dtype,
                "--steps", str(a.steps), "--micro-batch", str(a.micro_batch), "--grad-accum", str(a.grad_accum)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -140,12 +146,14 @@ def main() -> None:
     pad = padding_report(a)
     import torch
 
-    print(f"model {a.model}, {a.method} (bf16, LoRA r=16 all-linear), batch {a.micro_batch} x {a.grad_accum} x 256 "
+    print(f"model {a.model}, {a.method} ({_dtype(a)}, LoRA r=16 all-linear), "
+          f"batch {a.micro_batch} x {a.grad_accum} x 256 "
           f"tokens, {a.steps} steps, torch threads {torch.get_num_threads()}")
     for k, r in results.items():
         print(f"  {k:8s} {r['tok_s']:7.1f} tok/s  ({r['tokens']} tokens in {r['seconds']:.1f} s)  "
               f"peak memory {r['peak_mb']:.0f} MB  final loss {r['final_loss']:.3f}")
-    print(f"  throughput ratio ours/Trainer: {results['ours']['tok_s'] / results['trainer']['tok_s']:.2f}x (target >= 1.0x)")
+    ratio = results["ours"]["tok_s"] / results["trainer"]["tok_s"]
+    print(f"  throughput ratio ours/Trainer: {ratio:.2f}x (target >= 1.0x)")
     print(f"  real-token fraction: ours {results['ours']['real_fraction']:.3f} (packed chunks); "
           f"one document per row would be {pad['one_doc_per_row']:.3f} (target >= 0.95)")
 

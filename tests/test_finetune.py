@@ -1,9 +1,9 @@
-"""finetune.py: chunking, settings, variant planning, exact resume, a real (Q)LoRA run on SmolLM2."""
+"""kinject_utils.finetune: chunking, settings, variant planning, exact resume, a real (Q)LoRA run on SmolLM2."""
 from __future__ import annotations
 
 import pytest
-
 from finetune_tiny import CORPUS, make_tiny_llama
+
 from kinject_utils import finetune as ft
 from kinject_utils.tasks import Document
 
@@ -121,6 +121,7 @@ def test_config_presets_and_from_dict():
             paper.max_grad_norm, paper.gradient_checkpointing) == ("qlora", 64, 16, 2e-4, 64, 0.3, True)
     cpu = ft.FinetuneConfig.cpu_default()
     assert (cpu.method, cpu.lora_r, cpu.lora_alpha, cpu.lr, cpu.effective_batch) == ("lora", 16, 32, 1e-3, 8)
+    assert cpu.dtype == "auto" and ft.preset("cpu") == cpu and ft.preset("paper_qlora") == paper
     assert ft.FinetuneConfig.from_dict({"lr": 3e-4}).lr == 3e-4
     with pytest.raises(ValueError, match="unknown FinetuneConfig setting"):
         ft.FinetuneConfig.from_dict({"learning_rate": 3e-4})
@@ -139,16 +140,16 @@ def test_plan_steps_and_data_order():
     assert ft.plan_steps(20, cfg.replace(budget="steps", max_steps=5))["total_steps"] == 5
     # 20 chunks of ~256 tokens = 3 steps/epoch -> ~1707 tokens/step; 4000 tokens -> 3 steps
     assert ft.plan_steps(20, cfg.replace(budget="tokens", max_tokens=4000), 20 * 256)["total_steps"] == 3
-    o0, o1 = ft._epoch_order(50, 0, 0), ft._epoch_order(50, 0, 1)
-    assert sorted(o0) == list(range(50)) and o0 != o1 and o0 == ft._epoch_order(50, 0, 0)
-    assert o0 != ft._epoch_order(50, 1, 0)
+    o0, o1 = ft.epoch_order(50, 0, 0), ft.epoch_order(50, 0, 1)
+    assert sorted(o0) == list(range(50)) and o0 != o1 and o0 == ft.epoch_order(50, 0, 0)
+    assert o0 != ft.epoch_order(50, 1, 0)
 
 
 def test_lr_schedule():
     cfg = ft.FinetuneConfig(warmup_ratio=0.1, schedule="linear", lr=1e-3)
-    lrs = [ft._lr_at(s, 20, cfg) for s in range(20)]
+    lrs = [ft.lr_at(s, 20, cfg) for s in range(20)]
     assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3) and lrs[-1] < lrs[2]
-    assert {ft._lr_at(s, 20, ft.FinetuneConfig()) for s in range(20)} == {1e-3}
+    assert {ft.lr_at(s, 20, ft.FinetuneConfig()) for s in range(20)} == {1e-3}
 
 
 def test_corpus_and_variants():
@@ -159,7 +160,8 @@ def test_corpus_and_variants():
     steps = {0: 3, 1: 6, 2: 9, 3: 12}.__getitem__
     v = ft.plan_variants([0, 1, 2], 3, steps, fixed_budget="ft-reg")
     names = {x.name: x for x in v}
-    assert set(names) == {"ft-reg", "ft-par-1", "ft-par-2", "ft-par", "ft-par-1-fixed", "ft-par-2-fixed", "ft-par-fixed"}
+    assert set(names) == {"ft-reg", "ft-par-1", "ft-par-2", "ft-par", "ft-par-1-fixed", "ft-par-2-fixed",
+                          "ft-par-fixed"}
     assert names["ft-reg"].sweep == "epochs+steps"  # FT-reg defines the budget: not trained twice
     assert names["ft-par-2-fixed"].budget == "steps" and names["ft-par-2-fixed"].max_steps == 3
     v = ft.plan_variants([0, 1], 3, steps, fixed_budget="ft-par-max")
@@ -213,13 +215,181 @@ def test_qlora_on_smollm2_learns_and_memorises(tmp_path):
     cfg = ft.FinetuneConfig(method="qlora", micro_batch=2, grad_accum=1, budget="steps", max_steps=4,
                             chunk_len=64, checkpoint_every=0)
     try:
-        res = ft.train_adapter("smollm2-135m", [text], cfg, tmp_path / "q", progress=False)
+        ft.train_adapter("smollm2-135m", [text], cfg, tmp_path / "q", progress=False)
     except ModelUnavailableError as exc:
         pytest.skip(f"SmolLM2 not available: {exc}")
     losses = [r["loss"] for r in ft.read_train_log(tmp_path / "q")]
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.2, losses
-    model, tok = ft.load_finetuned("smollm2-135m", tmp_path / "q", dtype="bfloat16")
+    model, tok = ft.load_finetuned("smollm2-135m", tmp_path / "q", device="cpu", dtype="bfloat16")
     rep = ft.memorisation_report(model, tok, {"train": ft.chunk_corpus([text], tok, 64)})
     assert rep.loss_after[0] < rep.loss_before[0] - 0.2
     with pytest.raises(ValueError, match="trained on"):
         ft.load_finetuned("gemma3-270m", tmp_path / "q")
+
+
+# ------------------------------------------------------------------ presets, precision, stable lists
+def test_unknown_preset_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"FT_PRESET='paper-qlora'.*\['cpu', 'paper_qlora', 'qlora_small_gpu'\]"):
+        ft.preset("paper-qlora")
+    assert ft.preset("qlora_small_gpu").effective_batch == ft.PAPER_BATCH
+
+
+def test_float16_is_rejected_on_cpu_with_the_fix(tiny):
+    with pytest.raises(ValueError, match="float16.*CUDA"):
+        ft.FinetuneConfig(dtype="float16", device="cpu")
+    with pytest.raises(ValueError, match="float16 trains only on CUDA"):  # "auto" resolved to the CPU here
+        ft.resolve_run(str(tiny), ft.FinetuneConfig(dtype="float16", device="auto"))
+
+
+def test_cpu_preset_dtype_is_chosen_by_the_machine(monkeypatch, tiny):
+    from kinject_utils import device
+
+    for want in ("float32", "bfloat16"):
+        monkeypatch.setattr(device, "cpu_precision_report", lambda w=want: {"dtype": w, "why": "test"})
+        monkeypatch.delenv("KINJECT_DTYPE", raising=False)
+        cfg = ft.preset("cpu", device="cpu")
+        assert cfg.dtype == "auto" and ft.resolve_run(str(tiny), cfg)["dtype"] == want
+        # the run key holds the resolved precision: an fp32 and a bf16 machine never share an adapter
+        assert ft.run_key("m", ["a"], cfg) == ft.run_key("m", ["a"], cfg.replace(dtype=want))
+
+
+def test_target_modules_are_stored_sorted():
+    cfg = ft.FinetuneConfig(target_modules=["v_proj", "q_proj", "o_proj", "q_proj"])
+    assert cfg.target_modules == ["o_proj", "q_proj", "v_proj"]
+    same = cfg.replace(target_modules=["q_proj", "v_proj", "o_proj"])
+    assert ft.run_key("m", ["a"], cfg) == ft.run_key("m", ["a"], same)
+
+
+# ------------------------------------------------------------------ micro-batch chooser (CUDA memory model)
+H100_TABLE = [(4, True, 7.36), (16, True, 10.5), (32, True, 14.8), (64, True, 22.8), (16, False, 67.0)]
+
+
+def test_memory_model_matches_the_h100_table():
+    shape = ft.Shape.from_config(__import__("kinject_utils.finetune.memory", fromlist=["x"]).MISTRAL_7B)
+    for mb, ckpt, gib in H100_TABLE:
+        assert ft.predict_gib(shape, mb, ckpt) == pytest.approx(gib, rel=0.03), (mb, ckpt)
+
+
+@pytest.mark.parametrize("free, mb, ckpt", [
+    (79.0, 64, True),    # H100 80GB: mb 64 + checkpointing (4,084 tok/s, 22.8 GiB); mb16 without needs 67 GiB
+    (139.0, 16, False),  # H200: mb 16 without checkpointing fits (5,254 tok/s)
+    (11.5, 8, True),     # 12 GB card
+])
+def test_micro_batch_chooser(free, mb, ckpt):
+    got = ft.choose_micro_batch(free)
+    assert (got["micro_batch"], got["gradient_checkpointing"], got["fits"]) == (mb, ckpt, True)
+    assert got["micro_batch"] * got["grad_accum"] == 64 and got["predicted_gib"] <= 0.85 * free
+
+
+def test_micro_batch_chooser_on_a_card_too_small_says_so():
+    got = ft.choose_micro_batch(7.0)  # an 8 GB card with a desktop on it: 7B QLoRA needs ~6.6 GiB
+    assert (got["micro_batch"], got["grad_accum"], got["fits"]) == (1, 64, False) and "6.6 GiB" in got["why"]
+    cfg = ft.preset("paper_qlora")
+    assert cfg.micro_batch == "auto" and cfg.effective_batch == 64
+
+
+# ------------------------------------------------------------------ training plan
+def _warnings():
+    import logging
+
+    from kinject_utils.log import get_logger
+
+    records = []
+    h = logging.Handler(logging.WARNING)
+    h.emit = records.append
+    get_logger().addHandler(h)
+    return records, lambda: get_logger().removeHandler(h)
+
+
+def test_plan_warns_before_a_corpus_far_over_budget(tiny, tok, tmp_path):
+    from kinject_utils import layout
+    from kinject_utils.io import write_json
+
+    # a measured rate from an earlier adapter of this model on this machine
+    fake = layout.adapter_dir(tmp_path, "m", "t", "ft-reg") / ft.MANIFEST
+    write_json(fake, {"base_model": str(tiny), "method": "lora", "dtype": "float32", "device": "cpu",
+                      "tokens_per_s": 300.0, "created": "2026-01-01T00:00:00"})
+    cfg = ft.preset("cpu", device="cpu", dtype="float32", epochs=5)
+    big = ["The Varnholt ferry opened on the third of May. " * 2000]  # ~22k tokens x 5 epochs
+    records, stop = _warnings()
+    try:
+        plan = ft.plan_training(str(tiny), big, cfg, tokenizer=tok, results_dir=tmp_path, budget_minutes=2)
+        small = ft.plan_training(str(tiny), big[:1], cfg.replace(max_train_tokens=20_000), tokenizer=tok,
+                                 results_dir=tmp_path, budget_minutes=2)
+    finally:
+        stop()
+    assert plan["tokens_per_s"] == 300.0 and "measured here" in plan["tokens_per_s_source"]
+    assert plan["steps"] == plan["steps_per_epoch"] * 5 and plan["minutes"] > 2 and plan["over_budget"]
+    assert plan["minutes"] == pytest.approx(plan["tokens_trained"] / 300 / 60, rel=1e-3)
+    assert len(records) == 1 and "MAX_TRAIN_TOKENS" in records[0].getMessage() \
+        and f"{plan['steps']} optimiser steps" in records[0].getMessage()
+    assert not small["over_budget"] and small["steps"] < plan["steps"] and small["tokens_trained"] <= 20_000 + 8 * 256
+
+
+# ------------------------------------------------------------------ variants, index, memorisation (tiny model)
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    from kinject_utils.tasks import Document
+
+    class _Task:
+        name = "toy"
+        docs = [Document(f"d{i}", "", t) for i, t in enumerate(CORPUS[:4])]
+        paraphrases: dict = {}
+
+    results = tmp_path_factory.mktemp("results")
+    par = {d.doc_id: [d.text.replace("the", "a")] for d in _Task.docs}
+    cfg = ft.FinetuneConfig(dtype="float32", device="cpu", epochs=1, chunk_len=32, micro_batch=2, grad_accum=1,
+                            checkpoint_every=0)
+    rows = ft.train_variants(str(tiny), _Task(), par, cfg, results, sweep=[0], n_par=1, progress=False)
+    return results, rows, _Task(), par
+
+
+def test_adapter_config_lists_target_modules_sorted(trained):
+    import json
+    from pathlib import Path
+
+    results, rows, _, _ = trained
+    for r in rows:
+        tm = json.loads((Path(r["adapter_dir"]) / "adapter_config.json").read_text())["target_modules"]
+        assert tm == sorted(tm) and {t.rsplit(".", 1)[-1] for t in tm} >= {"q_proj", "down_proj"}, tm
+
+
+def test_index_is_relative_and_a_moved_results_folder_finds_its_adapters(trained, tmp_path):
+    import csv
+    import shutil
+
+    from kinject_utils import layout
+
+    results, rows, _, _ = trained
+    ft.write_adapter_index(results, rows)
+    stored = list(csv.DictReader(open(layout.adapter_index(results), encoding="utf-8")))
+    assert [r["variant"] for r in stored] == ["ft-par", "ft-reg"]  # sorted rows
+    assert all(r["adapter_dir"].startswith("03_adapters/") for r in stored)
+    moved = tmp_path / "elsewhere" / "results"
+    shutil.copytree(results, moved)
+    back = ft.read_adapter_index(moved)
+    assert all(str(moved) in r["adapter_dir"] and str(results) not in r["adapter_dir"] for r in back)
+    model, _ = ft.load_finetuned(back[0]["model"], back[0]["adapter_dir"], device="cpu", dtype="float32")
+    assert hasattr(model, "disable_adapter")
+    (layout.from_relative(moved, stored[0]["adapter_dir"]) / ft.MANIFEST).unlink()
+    with pytest.raises(FileNotFoundError, match="line 2: .*re-run notebook 03"):
+        ft.read_adapter_index(moved)
+
+
+def test_memorisation_computes_the_base_pass_once_per_chunk_set(trained, monkeypatch):
+    from kinject_utils.finetune import evaluate
+
+    results, rows, task, par = trained
+    calls = []
+    real = evaluate.chunk_losses
+
+    def counting(model, tok, chunks, *a, **k):
+        calls.append(len(chunks))
+        return real(model, tok, chunks, *a, **k)
+
+    monkeypatch.setattr(evaluate, "chunk_losses", counting)
+    memo = ft.memorisation_for(rows, {"toy": task}, {"toy": par}, device="cpu", dtype="float32", max_chunks=None)
+    # ft-reg: kb before + after; ft-par: kb after (before shared), paraphrases before + after
+    assert len(calls) == 5, calls
+    kb = memo[memo.split == "kb"]
+    assert len(kb) == 2 and kb.loss_before.nunique() == 1 and (kb.loss_after < kb.loss_before + 1).all()

@@ -1,0 +1,293 @@
+"""Settings of one continued pre-training run: :class:`FinetuneConfig`, its presets and its run key.
+
+Presets are looked up by name (:func:`preset`), so a notebook's ``FT_PRESET`` that is not one of
+:data:`PRESETS` is an error naming the allowed ones (it used to select the CPU recipe silently).
+
+    cfg = preset("cpu", epochs=2)               # LoRA r=16, dtype "auto" (fp32 here, bf16 with AMX)
+    cfg = preset("paper_qlora")                 # nf4 QLoRA r=64, batch 64, micro-batch chosen by memory
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..io import content_hash, read_json
+
+MANIFEST = "manifest.json"
+TRAIN_LOG = "train_log.jsonl"
+CKPT_DIR = "checkpoints"
+
+METHODS = ("qlora", "lora", "full")
+SCHEDULES = ("constant", "linear", "cosine")
+OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit")
+BUDGETS = ("epochs", "steps", "tokens")
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+MAX_PAPER_EPOCHS = 5  # "at most 5 epochs" (paper, section 4.1)
+PAPER_BATCH = 64  # chunks per optimiser step (paper, section 4.1)
+
+_INT = (int,)
+_NUM = (int, float)
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Settings of one continued pre-training run. Validated on creation; errors name the fix.
+
+    Defaults are the CPU setting calibrated on the embedded fictional task (LoRA r=16, alpha=32,
+    lr 1e-3, batch 8 learned; lower learning rates learned nothing). The paper-scale GPU recipe is
+    :meth:`paper_qlora`.
+
+    Attributes:
+        method: ``"qlora"`` (nf4 4-bit base, double quantization, bf16 compute, LoRA),
+            ``"lora"`` (base in ``dtype``, LoRA) or ``"full"`` (every weight trained).
+        lora_r, lora_alpha, lora_dropout: LoRA rank, scale numerator, dropout.
+        target_modules: ``"all-linear"`` (every linear layer but the output head) or a list of
+            module names (stored sorted, so ``adapter_config.json`` is byte-stable).
+        lr: peak learning rate (paper searched [1e-6, 5e-5] for full FT; QLoRA uses 2e-4).
+        epochs: passes over the corpus when ``budget="epochs"``; at most 5 unless ``allow_more_epochs``.
+        micro_batch: chunks per forward pass, or ``"auto"``: chosen on CUDA by the memory model
+            (:func:`kinject_utils.finetune.memory.choose_micro_batch`), 4 on a CPU.
+        grad_accum: micro-batches per optimiser step (ignored with ``micro_batch="auto"``).
+        batch: chunks per optimiser step with ``micro_batch="auto"`` (the paper's is 64); with an
+            integer micro_batch it must be 0 or micro_batch x grad_accum.
+        max_grad_norm: gradient clipping (0 turns it off).
+        warmup_ratio: fraction of the steps with a linear warm-up (0 = none).
+        schedule: ``"constant"``, ``"linear"`` or ``"cosine"`` decay after warm-up.
+        optimizer: ``"auto"`` (``paged_adamw_32bit`` on CUDA, ``adamw`` on CPU), ``"adamw"``,
+            ``"paged_adamw_32bit"`` (bitsandbytes, CUDA only).
+        weight_decay: AdamW weight decay.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, slower);
+            with ``micro_batch="auto"`` the memory model decides.
+        seed: LoRA initialisation, data order (a function of seed and epoch) and dropout.
+        checkpoint_every: save a resumable checkpoint every N optimiser steps (0 = never).
+        packing: concatenate documents into full chunks (no padding) instead of one document per row.
+        chunk_len: tokens per chunk (paper: 256).
+        dtype: base weights' dtype for ``lora``/``full``: ``"auto"`` (resolved by
+            :func:`kinject_utils.device.resolve_dtype`: bf16 on CUDA and AMX CPUs, fp32 otherwise),
+            ``float32``, ``bfloat16`` or ``float16`` (CUDA only, with loss scaling). QLoRA computes
+            in bf16. LoRA weights are kept in float32.
+        budget: ``"epochs"`` (fixed passes; the paper), ``"steps"`` (``max_steps`` optimiser
+            steps; the fair sweep) or ``"tokens"`` (``max_tokens`` real tokens, rounded up to steps).
+        max_steps, max_tokens: the budget for ``steps`` / ``tokens``.
+        max_train_tokens: a cap on top of any budget (0 = none): training stops after the step
+            that reaches this many real tokens. The fix for a corpus that plans too long a run.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (resolved by :mod:`kinject_utils.device`).
+    """
+
+    method: str = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: Any = "all-linear"
+    lr: float = 1e-3
+    epochs: int = 5
+    allow_more_epochs: bool = False
+    micro_batch: Any = 4
+    grad_accum: int = 2
+    batch: int = 0
+    max_grad_norm: float = 1.0
+    warmup_ratio: float = 0.0
+    schedule: str = "constant"
+    optimizer: str = "auto"
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    checkpoint_every: int = 50
+    packing: bool = True
+    chunk_len: int = 256
+    dtype: str = "auto"
+    budget: str = "epochs"
+    max_steps: int = 0
+    max_tokens: int = 0
+    max_train_tokens: int = 0
+    device: str = "auto"
+
+    _TYPES = {
+        "method": (str,), "lora_r": _INT, "lora_alpha": _NUM, "lora_dropout": _NUM, "lr": _NUM,
+        "epochs": _INT, "allow_more_epochs": (bool,), "grad_accum": _INT, "batch": _INT,
+        "max_grad_norm": _NUM, "warmup_ratio": _NUM, "schedule": (str,), "optimizer": (str,),
+        "weight_decay": _NUM, "gradient_checkpointing": (bool,), "seed": _INT,
+        "checkpoint_every": _INT, "packing": (bool,), "chunk_len": _INT, "dtype": (str,),
+        "budget": (str,), "max_steps": _INT, "max_tokens": _INT, "max_train_tokens": _INT, "device": (str,),
+    }
+    # Settings that do not change the trained weights (left out of the run key).
+    _NOT_IN_KEY = ("checkpoint_every",)
+
+    def __post_init__(self) -> None:
+        for name, types in self._TYPES.items():
+            v = getattr(self, name)
+            if not (isinstance(v, types) and (bool in types or not isinstance(v, bool))):
+                hint = ""
+                if isinstance(v, str) and types is _NUM:
+                    hint = " (in YAML write a float with a dot, e.g. 1.0e-3: '1e-3' reads as a string)"
+                want = "true/false" if types == (bool,) else ("a number" if types is _NUM else
+                                                               "an integer" if types is _INT else "a string")
+                raise TypeError(f"FinetuneConfig.{name} must be {want}, got {v!r} ({type(v).__name__}){hint}")
+        mb = self.micro_batch
+        if mb != "auto" and (isinstance(mb, bool) or not isinstance(mb, int)):
+            raise TypeError(f"FinetuneConfig.micro_batch must be an integer or 'auto', got {mb!r}")
+        if isinstance(self.lora_dropout, int):
+            self.lora_dropout = float(self.lora_dropout)
+        aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+        self.dtype = aliases.get(self.dtype.lower(), self.dtype.lower())
+        for name, allowed in (("method", METHODS), ("schedule", SCHEDULES), ("optimizer", OPTIMIZERS),
+                              ("budget", BUDGETS), ("dtype", DTYPES), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"FinetuneConfig.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+        self._check_modules()
+        for name in ("lora_r", "grad_accum", "epochs") + (() if mb == "auto" else ("micro_batch",)):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FinetuneConfig.{name} must be >= 1, got {getattr(self, name)}")
+        self._check_batch()
+        if self.lora_alpha <= 0:
+            raise ValueError(f"FinetuneConfig.lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"FinetuneConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not 0.0 < self.lr < 1.0:
+            raise ValueError(f"FinetuneConfig.lr must be in (0, 1), got {self.lr}; the paper searched "
+                             "1e-6..5e-5 for full FT, QLoRA uses 2e-4, the CPU default is 1e-3")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"FinetuneConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("max_grad_norm", "weight_decay", "checkpoint_every", "max_steps", "max_tokens",
+                     "max_train_tokens", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FinetuneConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.chunk_len < 2:
+            raise ValueError(f"FinetuneConfig.chunk_len must be >= 2 (paper: 256), got {self.chunk_len}")
+        if self.budget == "epochs" and self.epochs > MAX_PAPER_EPOCHS and not self.allow_more_epochs:
+            raise ValueError(f"FinetuneConfig.epochs={self.epochs}: the paper trains at most "
+                             f"{MAX_PAPER_EPOCHS} epochs. Use epochs<={MAX_PAPER_EPOCHS}, or set "
+                             "allow_more_epochs=True to go beyond on purpose")
+        if self.budget == "steps" and self.max_steps < 1:
+            raise ValueError("FinetuneConfig.budget='steps' needs max_steps >= 1 (the number of optimiser steps)")
+        if self.budget == "tokens" and self.max_tokens < 1:
+            raise ValueError("FinetuneConfig.budget='tokens' needs max_tokens >= 1 (real training tokens)")
+        self._check_precision()
+
+    def _check_modules(self) -> None:
+        tm = self.target_modules
+        if not (tm == "all-linear" or (isinstance(tm, (list, tuple)) and tm and all(isinstance(m, str) for m in tm))):
+            raise ValueError(f"FinetuneConfig.target_modules must be 'all-linear' or a non-empty list of "
+                             f"module names such as ['q_proj', 'v_proj'], got {tm!r}")
+        if isinstance(tm, (list, tuple)):
+            self.target_modules = sorted(set(tm))  # a stable order: adapter_config.json and the run key
+
+    def _check_batch(self) -> None:
+        if self.micro_batch == "auto":
+            if self.batch < 1:
+                raise ValueError("FinetuneConfig.micro_batch='auto' needs batch >= 1 (chunks per optimiser "
+                                 f"step; the paper's is {PAPER_BATCH})")
+        elif self.batch not in (0, self.micro_batch * self.grad_accum):
+            raise ValueError(f"FinetuneConfig.batch={self.batch} but micro_batch x grad_accum = "
+                             f"{self.micro_batch * self.grad_accum}; set batch=0, or micro_batch='auto'")
+
+    def _check_precision(self) -> None:
+        if self.method == "qlora" and self.dtype not in ("auto", "bfloat16"):
+            raise ValueError(f"FinetuneConfig.method='qlora' computes in bfloat16; set dtype='bfloat16' or "
+                             f"'auto' (not {self.dtype!r}), or use method='lora' for a {self.dtype} base")
+        if self.dtype == "float16":
+            if self.device == "cpu":
+                raise ValueError("FinetuneConfig.dtype='float16' needs CUDA (loss scaling with a GradScaler); "
+                                 "on a CPU use dtype='auto' or 'float32'")
+            if self.method == "full":
+                raise ValueError("FinetuneConfig.method='full' with dtype='float16' keeps fp16 master weights, "
+                                 "which loss scaling cannot train; use dtype='bfloat16' or method='lora'")
+
+    @property
+    def effective_batch(self) -> int:
+        """Chunks per optimiser step (``batch`` with an automatic micro-batch, else micro_batch x grad_accum)."""
+        return self.batch if self.micro_batch == "auto" else self.micro_batch * self.grad_accum
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every setting (for manifests and run keys)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "FinetuneConfig":
+        """A validated copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FinetuneConfig":
+        """Build from a mapping (a notebook's parameters or YAML); unknown keys are an error."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"expected a mapping of settings, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig setting(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**dict(d))
+
+    @classmethod
+    def paper_qlora(cls, **overrides: Any) -> "FinetuneConfig":
+        """The GPU recipe: QLoRA reference defaults (artidoro/qlora) within the paper's limits.
+
+        nf4 + double quantization + bf16 compute, LoRA r=64 alpha=16 dropout 0.05 on all linear
+        layers, paged AdamW 32-bit, lr 2e-4 constant with 3% warm-up, max_grad_norm 0.3; batch 64
+        (paper) with the micro-batch and checkpointing chosen by the card's free memory; at most
+        5 epochs (paper).
+        """
+        return cls(**{**PRESETS["paper_qlora"], **overrides})
+
+    @classmethod
+    def qlora_small_gpu(cls, **overrides: Any) -> "FinetuneConfig":
+        """:meth:`paper_qlora` for 8-12 GB cards: micro-batch 2 x 32 with checkpointing (7B ~7 GiB)."""
+        return cls(**{**PRESETS["qlora_small_gpu"], **overrides})
+
+    @classmethod
+    def cpu_default(cls, **overrides: Any) -> "FinetuneConfig":
+        """The embedded CPU recipe: LoRA r=16 alpha=32, lr 1e-3 constant, batch 8 (4 x 2), dtype auto."""
+        return cls(**{**PRESETS["cpu"], **overrides})
+
+
+# name -> settings; the notebooks' FT_PRESET picks one (checked by :func:`preset`).
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "paper_qlora": dict(method="qlora", lora_r=64, lora_alpha=16, lora_dropout=0.05, lr=2e-4, epochs=5,
+                        micro_batch="auto", grad_accum=1, batch=PAPER_BATCH, max_grad_norm=0.3,
+                        warmup_ratio=0.03, schedule="constant", optimizer="auto", gradient_checkpointing=True,
+                        dtype="bfloat16", checkpoint_every=100),
+    "qlora_small_gpu": dict(method="qlora", lora_r=64, lora_alpha=16, lora_dropout=0.05, lr=2e-4, epochs=5,
+                            micro_batch=2, grad_accum=PAPER_BATCH // 2, max_grad_norm=0.3, warmup_ratio=0.03,
+                            schedule="constant", optimizer="auto", gradient_checkpointing=True,
+                            dtype="bfloat16", checkpoint_every=100),
+}
+
+
+def preset(name: str, **overrides: Any) -> FinetuneConfig:
+    """The named preset with ``overrides`` applied.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`PRESETS` (the message lists them).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"FT_PRESET={name!r} is not a known preset; use one of {sorted(PRESETS)} "
+                         "(cpu: LoRA r=16 for CPUs; paper_qlora: nf4 QLoRA r=64, batch 64, GPU; "
+                         "qlora_small_gpu: the same for 8-12 GB cards)")
+    return FinetuneConfig(**{**PRESETS[name], **overrides})
+
+
+def _hash_settings(cfg: FinetuneConfig) -> dict[str, Any]:
+    from ..device import resolve_device, resolve_dtype
+
+    d = {k: v for k, v in cfg.to_dict().items() if k not in FinetuneConfig._NOT_IN_KEY}
+    if d["dtype"] == "auto":  # "auto" trains in different precisions on different machines
+        d["dtype"] = resolve_dtype("auto", resolve_device(cfg.device))
+    return d
+
+
+def run_key(model_name: str, texts: Sequence[str], cfg: FinetuneConfig) -> str:
+    """Identity of a run: base model, data hash and every setting that changes the weights."""
+    return content_hash("kinject-finetune-v1", model_name, content_hash(list(texts)), _hash_settings(cfg))
+
+
+def is_trained(out_dir: Any, model_name: str, texts: Sequence[str], cfg: FinetuneConfig) -> bool:
+    """True when ``out_dir`` holds a finished adapter for exactly this model, data and settings."""
+    m = Path(out_dir) / MANIFEST
+    if not m.exists():
+        return False
+    try:
+        return read_json(m).get("key") == run_key(model_name, texts, cfg)
+    except ValueError:
+        return False
