@@ -1,8 +1,8 @@
 """Figures and tables for notebook 06: ours beside the paper's.
 
 Each function takes the result files' tables (pandas DataFrames read from ``05_scores.csv``,
-``03_train_loss.csv``, ``04_recall.csv``), writes one PNG and returns its path, or returns a
-Markdown string. Missing inputs give an empty-but-honest output ("no rows"), never a crash, so a
+``05_costs.csv``, ``03_train_loss.csv``, ``04_recall.csv``), writes one PNG and returns its path,
+or returns a Markdown string. The training-loss figure (notebooks 03 and 06) has its one owner here. Missing inputs give an empty-but-honest output ("no rows"), never a crash, so a
 partial run still renders what it has.
 """
 from __future__ import annotations
@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_bytes
-from .study import CLAIMS, PAPER_TABLE1, PAPER_TABLE2
+from .study import CLAIMS, METHODS, PAPER_TABLE1, PAPER_TABLE2
 
 __all__ = ["table2_markdown", "table1_markdown", "fig_box_by_method", "fig_relative_gain",
-           "fig_train_loss", "fig_paraphrase_sweep", "fig_recall", "claims_markdown", "relative_gain"]
+           "fig_train_loss", "fig_paraphrase_sweep", "fig_recall", "claims_markdown", "costs_markdown",
+           "relative_gain"]
 
-METHOD_ORDER = ["base", "base+RAG", "FT-reg", "FT-par", "FT-reg+RAG", "FT-par+RAG"]
+METHOD_ORDER = METHODS
 
 
 def _plt():
@@ -223,3 +224,22 @@ def claims_markdown(claims: list[dict]) -> str:
                          f"acc={sw['score']}, Spearman {sw['spearman']:.2f}, monotone: {sw['monotone']}")
         lines.append("")
     return "\n".join(lines)
+
+
+_COST_HEADERS = [("method", "method"), ("cells", "cells"), ("score_wall_s", "scoring s"), ("load_wall_s", "loading s"),
+                 ("train_wall_s", "training s"), ("peak_mem_mb", "peak memory MB"),
+                 ("train_tokens", "training tokens"), ("scored_tokens", "scored tokens"),
+                 ("index_passages", "index passages"), ("index_bytes", "index bytes")]
+
+
+def costs_markdown(by_method: Any) -> str:
+    """The cost table per method (``study.cost_by_method``) as Markdown, beside the accuracy tables."""
+    lines = ["| " + " | ".join(h for _, h in _COST_HEADERS) + " |", "|---" * len(_COST_HEADERS) + "|"]
+    if by_method is None or not len(by_method):
+        return "\n".join(lines + ["| no costs recorded (run notebook 05) |" + " |" * (len(_COST_HEADERS) - 1)]) + "\n"
+    table = by_method.reset_index() if "method" not in by_method.columns else by_method
+    for r in table.to_dict("records"):
+        cells = [f"{r[c]:,.1f}" if isinstance(r[c], float) else (f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]))
+                 for c, _ in _COST_HEADERS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

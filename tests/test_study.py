@@ -1,12 +1,20 @@
-"""Study grid planning, aggregation, claims check and figures on synthetic per-question results."""
-import csv
+"""Study grid planning, relocatable results, aggregation, costs, claims check and figures.
+
+Synthetic per-question results and fake adapters (an index plus manifest.json): no model runs here.
+"""
+import re
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from kinject_utils import plots, study
-from kinject_utils.io import read_jsonl, write_jsonl
-from kinject_utils.tasks import Document, Question, Task
+from kinject_utils import finetune as ft
+from kinject_utils import layout, plots, study
+from kinject_utils.io import read_jsonl, write_json, write_jsonl
+from kinject_utils.tasks import Document, Question, Task, save_task
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _task(name="fictional_news", n=40):
@@ -16,6 +24,26 @@ def _task(name="fictional_news", n=40):
                 meta={"kind": "current_events"})
 
 
+def _adapters(results, rows):
+    """A fake notebook-03 output: one manifest.json per adapter folder and the relative index."""
+    out = []
+    for r in rows:
+        folder = layout.adapter_dir(results, r["model"], r["task"], r["variant"])
+        write_json(folder / ft.MANIFEST, {"base_model": r["model"], "method": r.get("method", "lora")})
+        out.append({**r, "adapter_dir": str(folder)})
+    ft.write_adapter_index(results, out)
+
+
+SWEEP_ROWS = [dict(model="m", task="fictional_news", variant="ft-reg", n_paraphrases=0, budget="epochs",
+                   sweep="epochs+steps", tokens=1000, wall_s=10.0),
+              dict(model="m", task="fictional_news", variant="ft-par", n_paraphrases=3, budget="epochs", sweep="epochs",
+                   tokens=4000, wall_s=40.0),
+              dict(model="m", task="fictional_news", variant="ft-par-1", n_paraphrases=1, budget="epochs",
+                   sweep="epochs", tokens=2000, wall_s=20.0),
+              dict(model="m", task="fictional_news", variant="ft-par-fixed", n_paraphrases=3, budget="steps",
+                   sweep="steps", tokens=1000, wall_s=10.0)]
+
+
 def test_grid_config_validates():
     with pytest.raises(ValueError, match="k must be in 1..5"):
         study.GridConfig(k=9)
@@ -23,43 +51,101 @@ def test_grid_config_validates():
         study.GridConfig(mmlu_style="letters")
     with pytest.raises(ValueError, match="non-negative int"):
         study.GridConfig(batch_size="8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="DTYPE"):
+        study.GridConfig(dtype="float64")
+    assert study.GridConfig().dtype == "auto" and study.GridConfig(dtype="bf16").dtype == "bfloat16"
 
 
 def test_plan_grid_covers_table2_methods_and_sweep(tmp_path):
-    idx = tmp_path / "03_adapters" / "index.csv"
-    idx.parent.mkdir(parents=True)
-    rows = [dict(model="m", task="fictional_news", variant="ft-reg", n_paraphrases=0, budget="epochs", sweep="epochs+steps", adapter_dir="a0"),
-            dict(model="m", task="fictional_news", variant="ft-par", n_paraphrases=3, budget="epochs", sweep="epochs", adapter_dir="a3"),
-            dict(model="m", task="fictional_news", variant="ft-par-1", n_paraphrases=1, budget="epochs", sweep="epochs", adapter_dir="a1"),
-            dict(model="m", task="fictional_news", variant="ft-par-fixed", n_paraphrases=3, budget="steps", sweep="steps", adapter_dir="a3f")]
-    with open(idx, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _adapters(tmp_path, SWEEP_ROWS)
     specs = study.plan_grid(tmp_path, ["m"], {"fictional_news": _task()}, study.GridConfig(k=3), lambda t: True)
     methods = [s.method for s in specs]
     for m in ["base", "base+RAG", "FT-reg", "FT-par", "FT-reg+RAG", "FT-par+RAG", "FT-par(0)", "FT-par(1)", "FT-par(3)"]:
         assert m in methods, m
     budgets = {(s.n_paraphrases, s.budget) for s in specs if s.method.startswith("FT-par(")}
     assert budgets == {(0, "epochs"), (0, "steps"), (1, "epochs"), (3, "epochs"), (3, "steps")}
+    reg = "03_adapters/m/fictional_news/ft-reg"
+    assert {s.adapter_dir for s in specs if s.adapter_dir} >= {reg}  # stored relative to the results folder
     # FT-reg and FT-par(0) at both budgets are one adapter: scored once
-    assert len({s.key() for s in specs if s.adapter_dir == "a0" and s.k == 0}) == 1
+    assert len({s.key() for s in specs if s.adapter_dir == reg and s.k == 0}) == 1
     no_rag = study.plan_grid(tmp_path, ["m"], {"fictional_news": _task()}, study.GridConfig(k=3), lambda t: False)
     assert not any("RAG" in s.method for s in no_rag)
+    # the precision scored in is part of the key: a bf16 cache is not reused for fp32
+    fp32 = study.plan_grid(tmp_path, ["m"], {"fictional_news": _task()}, study.GridConfig(dtype="float32"),
+                           lambda t: False)
+    bf16 = study.plan_grid(tmp_path, ["m"], {"fictional_news": _task()}, study.GridConfig(dtype="bfloat16"),
+                           lambda t: False)
+    assert {s.key() for s in fp32}.isdisjoint({s.key() for s in bf16})
 
 
-def _fake_run(tmp_path, accs):
+def _fake_score(model, tok, questions, **kw):
+    return [{"id": q.id, "subject": "", "acc": int(q.answer == 0), "acc_norm": int(q.answer == 0),
+             "n_ctx_tokens": 10, "cont_tokens": [1, 2, 1, 1], "truncated": False} for q in questions]
+
+
+def _patch_loaders(monkeypatch, calls):
+    from kinject_utils import models
+
+    def fake_finetuned(name, adapter_dir, **kw):
+        calls.append(("ft", str(adapter_dir), kw.get("device"), kw.get("dtype")))
+        return object(), object()
+
+    def fake_base(name, **kw):
+        calls.append(("base", name, kw.get("device"), kw.get("dtype")))
+        return object(), object()
+
+    monkeypatch.setattr(ft, "load_finetuned", fake_finetuned)
+    monkeypatch.setattr(models, "load_causal_lm", fake_base)
+    monkeypatch.setattr("kinject_utils.scoring.score_questions", _fake_score)
+
+
+def test_copied_results_folder_scores_its_own_adapters_and_reuses_its_cache(tmp_path, monkeypatch):
+    orig = tmp_path / "orig" / "results"
+    save_task(_task(n=8), layout.task_dir(orig, "fictional_news"))
+    _adapters(orig, SWEEP_ROWS[:2])
+    calls: list = []
+    _patch_loaders(monkeypatch, calls)
+    cfg = study.GridConfig(dtype="float32", sweep=False)
+    study.score_study(orig, ["m"], ["fictional_news"], cfg, device="cpu", progress=False)
+    ft_calls = [c for c in calls if c[0] == "ft"]
+    assert {Path(c[1]).name for c in ft_calls} == {"ft-reg", "ft-par"}
+    assert all(Path(c[1]).is_relative_to(orig) for c in ft_calls)
+    for f in layout.score_cache_dir(orig).glob("*.jsonl"):  # no absolute path stored in the cache
+        assert str(tmp_path) not in f.read_text()
+
+    copy = tmp_path / "elsewhere" / "results"
+    shutil.copytree(orig, copy)
+    shutil.rmtree(orig)  # the copy must not need the original
+    calls.clear()
+    study.score_study(copy, ["m"], ["fictional_news"], cfg, device="cpu", progress=False)
+    assert calls == []  # same keys: every cell found in the copy's own cache
+    assert set(pd.read_csv(layout.scores_csv(copy))["method"]) == {"base", "FT-reg", "FT-par"}
+    shutil.rmtree(layout.score_cache_dir(copy))
+    study.score_study(copy, ["m"], ["fictional_news"], cfg, device="cpu", progress=False)
+    ft_calls = [c for c in calls if c[0] == "ft"]
+    assert len(ft_calls) == 2 and all(Path(c[1]).is_relative_to(copy) for c in ft_calls)
+    assert {c[2:] for c in calls} == {("cpu", "float32")}  # one device and dtype for base and FT
+
+
+def _fake_run(tmp_path, accs, style="cloze", norm=None):
     """Write cached per-question rows for each method with the given per-question correctness."""
     task = _task()
     specs = []
     for method, correct in accs.items():
         spec = study.ScoreSpec(model="m", task="fictional_news", method=method, k=3 if "RAG" in method else 0,
-                               adapter_dir=method.split("+")[0] if method.startswith("FT") else "")
+                               adapter_dir=method.split("+")[0] if method.startswith("FT") else "", style=style)
         specs.append(spec)
-        rows = [{**spec.__dict__, "id": q.id, "acc": c, "acc_norm": c, "truncated": False, "seconds": 1.0}
-                for q, c in zip(task.questions, correct)]
-        write_jsonl(tmp_path / "cache" / "05_scores" / f"{spec.key()}.jsonl", rows)
+        other = (norm or {}).get(method, correct)
+        rows = [{**spec.__dict__, "id": q.id, "acc": c, "acc_norm": o, "truncated": False, "seconds": 1.0}
+                for q, c, o in zip(task.questions, correct, other)]
+        write_jsonl(layout.score_cache_dir(tmp_path) / f"{spec.key()}.jsonl", rows)
     return specs
+
+
+def _claims(tmp_path, specs):
+    scores = pd.read_csv(study.collect_scores(specs, tmp_path))
+    per_q = list(read_jsonl(layout.per_question_jsonl(tmp_path)))
+    return scores, {c["claim"]: c for c in study.check_claims(scores, per_q)}
 
 
 def test_claims_follow_the_data(tmp_path):
@@ -70,27 +156,84 @@ def test_claims_follow_the_data(tmp_path):
             "FT-par": [1 if i < 24 else 0 for i in range(n)],        # 0.60
             "FT-reg+RAG": [1 if i < 34 else 0 for i in range(n)],
             "FT-par+RAG": [1 if i < 35 else 0 for i in range(n)]}
-    specs = _fake_run(tmp_path, accs)
-    path = study.collect_scores(specs, tmp_path)
-    scores = pd.read_csv(path)
+    scores, claims = _claims(tmp_path, _fake_run(tmp_path, accs))
     assert set(scores["method"]) == set(accs)
     assert scores.loc[scores.method == "base+RAG", "score"].item() == pytest.approx(0.9)
-    per_q = list(read_jsonl(tmp_path / "05_per_question.jsonl"))
-    claims = {c["claim"]: c for c in study.check_claims(scores, per_q)}
-    assert claims[1]["verdict"] == "supported"
-    assert claims[2]["verdict"] == "supported"
-    assert claims[3]["verdict"] == "supported"
-    assert claims[4]["verdict"] == "supported"
-    assert claims[5]["verdict"] == "supported"
+    assert all(claims[i]["verdict"] == "supported" for i in range(1, 6))
     # flip the data: FT-reg now beats RAG -> claim 2 must fail
     accs["FT-reg"] = [1] * n
-    specs = _fake_run(tmp_path, accs)
-    scores = pd.read_csv(study.collect_scores(specs, tmp_path))
-    claims = {c["claim"]: c for c in study.check_claims(scores, list(read_jsonl(tmp_path / "05_per_question.jsonl")))}
+    _, claims = _claims(tmp_path, _fake_run(tmp_path, accs))
     assert claims[2]["verdict"] in ("mixed", "not supported")
     assert claims[3]["verdict"] == "not supported"
     md = plots.claims_markdown(list(claims.values()))
     assert "Claim 2" in md and "diff [95% CI]" in md
+
+
+@pytest.mark.parametrize("style", ["letter", "cloze"])
+def test_claims_pick_the_metric_by_style_like_the_tables(tmp_path, style):
+    """A non-MMLU task scored letter-style: the claims read ``acc`` (the old rule read acc_norm by task name)."""
+    n = 40
+    good, bad = [1 if i < 36 else 0 for i in range(n)], [1 if i < 10 else 0 for i in range(n)]
+    # acc says RAG wins, acc_norm says it loses
+    specs = _fake_run(tmp_path, {"base": bad, "base+RAG": good}, style=style, norm={"base": good, "base+RAG": bad})
+    scores, claims = _claims(tmp_path, specs)
+    want = "supported" if style == "letter" else "not supported"
+    assert claims[1]["verdict"] == want
+    table_says_rag_wins = (scores.loc[scores.method == "base+RAG", "score"].item()
+                           > scores.loc[scores.method == "base", "score"].item())
+    assert table_says_rag_wins == (want == "supported")  # tables and claims agree
+    # a per-question file written before rows carried a style: the style comes from 05_scores.csv
+    per_q = [{k: v for k, v in r.items() if k != "style"} for r in read_jsonl(layout.per_question_jsonl(tmp_path))]
+    assert {c["claim"]: c for c in study.check_claims(scores, per_q)}[1]["verdict"] == want
+    with pytest.raises(ValueError, match="re-run notebook 05"):
+        study.check_claims(scores.iloc[0:0], per_q)
+
+
+def test_costs_per_cell_and_per_method(tmp_path):
+    _adapters(tmp_path, SWEEP_ROWS[:2])
+    rdir = layout.retrieval_dir(tmp_path, "fictional_news")
+    write_jsonl(rdir / "passages.jsonl", [{"passage_id": f"p{i}", "text": "x" * 50} for i in range(7)])
+    write_json(rdir / "manifest.json", {"n_passages": 7})
+    task = _task(n=4)
+    specs = []
+    for method, adapter in [("base", ""), ("base+RAG", ""), ("FT-reg", "ft-reg"), ("FT-reg+RAG", "ft-reg"),
+                            ("FT-par", "ft-par")]:
+        a = layout.to_relative(tmp_path, layout.adapter_dir(tmp_path, "m", "fictional_news", adapter)) if adapter else ""
+        spec = study.ScoreSpec(model="m", task="fictional_news", method=method, k=3 if "RAG" in method else 0,
+                               adapter_dir=a, variant=adapter)
+        specs.append(spec)
+        write_jsonl(layout.score_cache_dir(tmp_path) / f"{spec.key()}.jsonl",
+                    [{"id": q.id, "acc": 1, "acc_norm": 1, "seconds": 2.0, "load_s": 0.5, "peak_mem_mb": 100.0 + i,
+                      "mem_source": "test", "device": "cpu", "dtype": "float32", "n_ctx_tokens": 10 if a else 5,
+                      "cont_tokens": [1, 1, 2, 2]} for i, q in enumerate(task.questions)])
+    study.collect_scores(specs, tmp_path)
+    costs = pd.read_csv(layout.costs_csv(tmp_path))
+    assert list(costs.columns) == study.COST_COLUMNS
+    row = costs.set_index("method").loc
+    assert row["FT-reg", "train_tokens"] == 1000 and row["FT-par", "train_wall_s"] == 40.0
+    assert row["base", "train_tokens"] == 0 and row["base", "index_bytes"] == 0
+    assert row["base+RAG", "index_passages"] == 7
+    assert row["base+RAG", "index_bytes"] == sum(p.stat().st_size for p in rdir.iterdir())
+    assert row["base", "scored_tokens"] == 4 * (5 * 4 + 6) and row["FT-reg", "scored_tokens"] == 4 * (10 * 4 + 6)
+    assert row["base", "score_wall_s"] == 2.0 and row["base", "peak_mem_mb"] == 100.0
+    by = study.cost_by_method(costs).set_index("method")
+    assert list(by.index) == ["base", "base+RAG", "FT-reg", "FT-par", "FT-reg+RAG"]  # METHODS order
+    assert by.loc["FT-reg+RAG", "train_tokens"] == 1000 and by.loc["FT-reg+RAG", "index_passages"] == 7
+    md = plots.costs_markdown(by)
+    assert "| FT-reg+RAG |" in md and "training tokens" in md
+
+
+def test_cell_meter_measures_time_and_memory():
+    import time
+
+    m = study.CellMeter("cpu")
+    m.start()
+    block = bytearray(64 * 2**20)  # 64 MiB touched: the peak must see it
+    block[::4096] = b"\x01" * len(block[::4096])
+    time.sleep(0.05)
+    out = m.stop()
+    del block
+    assert out["wall_s"] >= 0.05 and out["peak_mem_mb"] > 64 and out["mem_source"]
 
 
 def test_figures_and_tables_render(tmp_path):
@@ -116,9 +259,22 @@ def test_claim4_needs_a_monotone_sweep(tmp_path):
         spec = study.ScoreSpec(model="m", task="fictional_news", method=f"FT-par({npar})", adapter_dir=f"s{npar}",
                                n_paraphrases=npar, budget="epochs")
         specs.append(spec)
-        write_jsonl(tmp_path / "cache" / "05_scores" / f"{spec.key()}.jsonl",
+        write_jsonl(layout.score_cache_dir(tmp_path) / f"{spec.key()}.jsonl",
                     [{"id": f"q{i}", "acc": int(i < good), "acc_norm": int(i < good)} for i in range(n)])
-    scores = pd.read_csv(study.collect_scores(specs, tmp_path))
-    claims = {c["claim"]: c for c in study.check_claims(scores, list(read_jsonl(tmp_path / "05_per_question.jsonl")))}
+    _, claims = _claims(tmp_path, specs)
     assert claims[4]["sweep"][0]["monotone"] is False
+    assert claims[4]["sweep"][0]["spearman"] == pytest.approx(0.8)
     assert claims[4]["verdict"] == "mixed"  # FT-par beats FT-reg, but the sweep does not rise monotonically
+
+
+def test_design_doc_lists_every_artifact_and_the_real_score_columns():
+    text = (ROOT / "docs" / "DESIGN.md").read_text(encoding="utf-8")
+    missing = [pattern for _, pattern, _ in layout.ARTIFACTS if f"`{pattern}`" not in text]
+    assert not missing, f"docs/DESIGN.md does not list {missing} (layout.ARTIFACTS)"
+    m = re.search(r"`05_scores\.csv` columns: (.+)", text)
+    assert m, "docs/DESIGN.md needs a line '`05_scores.csv` columns: `model`, `task`, ...'"
+    assert re.findall(r"`([a-z_]+)`", m.group(1)) == study.SCORE_COLUMNS
+    m = re.search(r"`05_costs\.csv` columns: (.+)", text)
+    assert m and re.findall(r"`([a-z_]+)`", m.group(1)) == study.COST_COLUMNS
+    for mod in ("study/grid.py", "study/claims.py", "study/costs.py"):
+        assert mod in text, f"docs/DESIGN.md's module table lacks {mod}"
