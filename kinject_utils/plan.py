@@ -233,7 +233,7 @@ def _plan_03(p: dict[str, Any], sizes: dict[str, Any], results_dir: Path, tok: A
                 rate, note = _cpu_rate(model)
                 hours = tokens / rate / 3600 if rate else None
             plan.lines.append(f"  {model} / {task}: {tokens:,} training tokens ({rows[0]['how'] if rows else '-'}) "
-                              f"at {note} -> " + (f"{hours:.2f} h" if hours is not None else "time not measured"))
+                              f"at {note} -> " + (_hm(hours) if hours is not None else "time not measured"))
             if hours is None:
                 plan.unmeasured.append(f"03 {model} training")
             else:
@@ -320,6 +320,10 @@ def plan_run(settings: Any, chosen: list[tuple[Path, dict[str, Any]]],
     return out
 
 
+def _hm(hours: float) -> str:
+    return f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+
+
 def format_plan(plans: list[NotebookPlan]) -> str:
     """The plan as text, with the total expected time from measured throughputs."""
     lines = []
@@ -328,6 +332,6 @@ def format_plan(plans: list[NotebookPlan]) -> str:
         lines += [f"    {x}" for x in p.lines]
     measured = sum(p.hours for p in plans if p.hours)
     unmeasured = [u for p in plans for u in p.unmeasured]
-    lines.append(f"expected: {measured:.2f} h ({measured * 60:.0f} min) of training from measured tokens/s"
+    lines.append(f"expected: {measured:.2f} h ({measured * 60:.1f} min) of training from measured tokens/s"
                  + (f"; not included (not measured): {', '.join(unmeasured)}" if unmeasured else ""))
     return "\n".join(lines)

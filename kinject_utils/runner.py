@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
 
             settings, chosen, declared = prepare(args.config, only=args.only, sets=args.sets)
             print(format_plan(plan_run(settings, chosen, declared)))
+            last = Path(args.out or project_root() / "runs" / settings.name) / "timings.json"
+            if last.exists():
+                secs = json.loads(last.read_text(encoding="utf-8")).get("seconds", {})
+                print(f"last run of {settings.name} here ({last}):\n" + timing_table(secs, {}))
             return 0
         run_notebooks(args.config, only=args.only, out_dir=args.out, log_output=args.verbose, sets=args.sets)
     except ConfigError as exc:
