@@ -1,0 +1,242 @@
+"""The four findings of Gekhman et al. (2024), checked on notebook 07's runs with paired intervals.
+
+1. Test accuracy falls as the share of Unknown training examples rises, more at convergence than at
+   early stop (lowest vs highest share, paired on the same test questions).
+2. Unknown training examples are fitted more slowly than Known ones (epoch at which each is first
+   answered right; two-sample bootstrap of the mean difference).
+3. Relabelling the Unknown examples' answers "I don't know" removes most of the harm (IDK vs plain at
+   the same share, paired; "most" = at least half the drop from the lowest share recovered).
+4. MaybeKnown-only training is the best single-category set (paired against each other set).
+
+Each is *supported* (interval(s) on the claimed side of 0), *not supported* (an interval on the
+other side) or *undecided*. Intervals: 95% percentile bootstrap, :func:`kinject_utils.scoring.paired_test`.
+Also writes ``07_slick.csv`` (:func:`write_slick_csv`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..io import atomic_write_text, write_csv
+from ..scoring import paired_test
+from .sets import IDK, share_name
+from .slick import KNOWN
+
+SLICK_COLUMNS = ["model", "id", "relation", "source", "category", "greedy_hits", "n_prompts", "sample_hits",
+                 "n_samples", "temperature", "answer"]
+N_BOOT = 2000
+
+
+def write_slick_csv(rows: Sequence[dict], path: str | Path) -> Path:
+    """``07_slick.csv``: model, question id, relation, category, greedy/sample hit counts (one row per question)."""
+    return write_csv([{c: r.get(c, "") for c in SLICK_COLUMNS} for r in rows], path, columns=SLICK_COLUMNS)
+
+
+def _runs(rows: Sequence[dict], model: str, name: str) -> list[dict]:
+    return [r for r in rows if r["model"] == model and r["set"] == name]
+
+
+def stop_epochs(rows: Sequence[dict], model: str, name: str) -> tuple[int, int]:
+    """``(early stop, convergence)``: the best dev-accuracy epoch (earliest on ties) and the last epoch."""
+    run = _runs(rows, model, name)
+    if not run:
+        raise KeyError(f"no training run {name!r} for {model!r}")
+    epochs = sorted({r["epoch"] for r in run})
+    dev = {e: [r["correct"] for r in run if r["epoch"] == e and r["split"] == "dev"] for e in epochs}
+    best = max(epochs, key=lambda e: (sum(dev[e]) / max(len(dev[e]), 1), -e))
+    return best, epochs[-1]
+
+
+def test_vector(rows: Sequence[dict], model: str, name: str, epoch: int, split: str = "test") -> list[int]:
+    """0/1 per test question (sorted by id) of one run at one epoch."""
+    got = sorted((r["id"], r["correct"]) for r in _runs(rows, model, name) if r["epoch"] == epoch
+                 and r["split"] == split)
+    return [c for _, c in got]
+
+
+def _boot_mean(x, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    m = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(m, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def _verdict(lo: float, hi: float, want_positive: bool) -> str:
+    if (lo > 0) if want_positive else (hi < 0):
+        return "supported"
+    if (hi < 0) if want_positive else (lo > 0):
+        return "not supported"
+    return "undecided"
+
+
+def _combine(parts: Sequence[str]) -> str:
+    if "not supported" in parts:
+        return "not supported"
+    return "supported" if parts and all(p == "supported" for p in parts) else "undecided"
+
+
+def finding_1(rows: Sequence[dict], model: str, shares: Sequence[float]) -> dict:
+    """Lowest vs highest Unknown share, at early stop and at convergence; and the drop's difference."""
+    lo_s, hi_s = share_name(min(shares)), share_name(max(shares))
+    out: dict = {"model": model, "a": lo_s, "b": hi_s, "rows": []}
+    vecs = {}
+    for stop, idx in (("early stop", 0), ("convergence", 1)):
+        ea, eb = stop_epochs(rows, model, lo_s)[idx], stop_epochs(rows, model, hi_s)[idx]
+        a, b = test_vector(rows, model, lo_s, ea), test_vector(rows, model, hi_s, eb)
+        vecs[stop] = (a, b)
+        t = paired_test(a, b, n_boot=N_BOOT)
+        out["rows"].append({"stop": stop, "epoch_a": ea, "epoch_b": eb, **t})
+    (a_es, b_es), (a_cv, b_cv) = vecs["early stop"], vecs["convergence"]
+    dod = [(ac - bc) - (ae - be) for ae, be, ac, bc in zip(a_es, b_es, a_cv, b_cv)]
+    out["dod"] = sum(dod) / len(dod)
+    out["dod_lo"], out["dod_hi"] = _boot_mean(dod)
+    conv = out["rows"][1]
+    out["parts"] = [_verdict(conv["diff_lo"], conv["diff_hi"], want_positive=False),
+                    _verdict(out["dod_lo"], out["dod_hi"], want_positive=True)]
+    out["verdict"] = _combine(out["parts"])
+    return out
+
+
+def first_fit(rows: Sequence[dict], model: str, name: str) -> dict[str, list[int]]:
+    """Per category, the first epoch each training example was answered right (``epochs + 1`` if never)."""
+    run = [r for r in _runs(rows, model, name) if r["split"] == "train"]
+    last = max(r["epoch"] for r in run)
+    first: dict[str, int] = {}
+    cat: dict[str, str] = {}
+    for r in sorted(run, key=lambda r: r["epoch"]):
+        cat[r["id"]] = r["category"]
+        if r["correct"] and r["id"] not in first:
+            first[r["id"]] = r["epoch"]
+    out: dict[str, list[int]] = {}
+    for i, c in cat.items():
+        out.setdefault(c, []).append(first.get(i, last + 1))
+    return out
+
+
+def finding_2(rows: Sequence[dict], model: str, name: str, seed: int = 0) -> dict:
+    """Mean first-fit epoch, Unknown minus Known, in one mixed set (two-sample bootstrap)."""
+    import numpy as np
+
+    ff = first_fit(rows, model, name)
+    unk, known = ff.get("Unknown", []), [e for c in KNOWN for e in ff.get(c, [])]
+    out = {"model": model, "set": name, "n_unknown": len(unk), "n_known": len(known)}
+    if not unk or not known:
+        return {**out, "verdict": "undecided", "why": "the set lacks Unknown or Known examples"}
+    rng = np.random.default_rng(seed)
+    u, k = np.asarray(unk, float), np.asarray(known, float)
+    d = (u[rng.integers(0, len(u), (N_BOOT, len(u)))].mean(1) - k[rng.integers(0, len(k), (N_BOOT, len(k)))].mean(1))
+    lo, hi = (float(x) for x in np.quantile(d, [0.025, 0.975]))
+    return {**out, "unknown": float(u.mean()), "known": float(k.mean()), "diff": float(u.mean() - k.mean()),
+            "diff_lo": lo, "diff_hi": hi, "verdict": _verdict(lo, hi, want_positive=True)}
+
+
+def finding_3(rows: Sequence[dict], model: str, shares: Sequence[float], idk_share: float) -> dict:
+    """IDK vs plain at ``idk_share`` (convergence), against the drop from the lowest share."""
+    plain, idk, base = share_name(idk_share), "idk-" + share_name(idk_share), share_name(min(shares))
+    out: dict = {"model": model, "plain": plain, "idk": idk}
+    if not _runs(rows, model, idk):
+        return {**out, "verdict": "undecided", "why": f"no {idk} run"}
+    e_p, e_i, e_b = (stop_epochs(rows, model, n)[1] for n in (plain, idk, base))
+    p, i, b = (test_vector(rows, model, n, e) for n, e in ((plain, e_p), (idk, e_i), (base, e_b)))
+    t = paired_test(p, i, n_boot=N_BOOT)
+    harm = sum(b) / len(b) - sum(p) / len(p)
+    idk_preds = [r for r in _runs(rows, model, idk) if r["epoch"] == e_i and r["split"] == "test"]
+    out.update(t, harm=harm, recovered=t["diff"], base_acc=sum(b) / len(b),
+               abstain=sum(r["pred"].strip().lower().startswith(IDK.lower()[:9]) for r in idk_preds) / len(idk_preds))
+    if harm <= 0:
+        out["verdict"], out["why"] = "undecided", "no drop from the lowest share to remove"
+    elif t["diff_lo"] > 0 and t["diff"] >= harm / 2:
+        out["verdict"] = "supported"
+    elif t["diff_hi"] < harm / 2:
+        out["verdict"] = "not supported"
+    else:
+        out["verdict"] = "undecided"
+    return out
+
+
+def finding_4(rows: Sequence[dict], model: str, single: Sequence[str], stop: str = "early stop") -> dict:
+    """MaybeKnown-only against every other single-category set, paired on the test questions."""
+    idx = 0 if stop == "early stop" else 1
+    best = "only-MaybeKnown"
+    out: dict = {"model": model, "stop": stop, "rows": []}
+    others = [s for s in single if s != best]
+    if best not in single or not others:
+        return {**out, "verdict": "undecided", "why": "no MaybeKnown-only set, or nothing to compare it with"}
+    m = test_vector(rows, model, best, stop_epochs(rows, model, best)[idx])
+    parts = []
+    for s in others:
+        o = test_vector(rows, model, s, stop_epochs(rows, model, s)[idx])
+        t = paired_test(o, m, n_boot=N_BOOT)
+        out["rows"].append({"other": s, **t})
+        parts.append(_verdict(t["diff_lo"], t["diff_hi"], want_positive=True))
+    out["verdict"] = _combine(parts)
+    return out
+
+
+def _ci(d: dict, key: str = "diff") -> str:
+    return f"{d[key]:+.3f} [{d[key + '_lo']:+.3f}, {d[key + '_hi']:+.3f}]"
+
+
+def claims_markdown(f1: list[dict], f2: list[dict], f3: list[dict], f4: list[dict], header: str = "") -> str:
+    """``07_claims.md`` in the style of ``06_claims.md``."""
+    L = ["# New-knowledge findings (Gekhman et al. 2024)", "",
+         "A comparison counts when its 95% bootstrap interval excludes 0 (paired on the same test questions "
+         "where both sides answer the same questions).", "", header, ""]
+    L += ["## Finding 1: test accuracy falls as the Unknown share rises, more at convergence", "",
+          "| model | A | B | stop | epochs (A, B) | acc A | acc B | B - A [95% CI] | p (McNemar) |", "|" + "---|" * 9]
+    for f in f1:
+        for r in f["rows"]:
+            L.append(f"| {f['model']} | {f['a']} | {f['b']} | {r['stop']} | {r['epoch_a']}, {r['epoch_b']} | "
+                     f"{r['acc_a']:.3f} | {r['acc_b']:.3f} | {_ci(r)} | {r['p_mcnemar']:.3g} |")
+    L += [""] + [f"- {f['model']}: drop at convergence minus drop at early stop {_ci(f, 'dod')}; parts "
+                 f"(falls at convergence, falls more than at early stop): {', '.join(f['parts'])} -> "
+                 f"**{f['verdict']}**" for f in f1]
+    L += ["", "## Finding 2: Unknown examples are fitted more slowly than Known ones", "",
+          "| model | set | n Unknown | n Known | first-fit epoch Unknown | Known | Unknown - Known [95% CI] "
+          "| verdict |",
+          "|" + "---|" * 8]
+    for f in f2:
+        if "diff" in f:
+            L.append(f"| {f['model']} | {f['set']} | {f['n_unknown']} | {f['n_known']} | {f['unknown']:.2f} | "
+                     f"{f['known']:.2f} | {_ci(f)} | **{f['verdict']}** |")
+        else:
+            L.append(f"| {f['model']} | {f['set']} | {f['n_unknown']} | {f['n_known']} | - | - | {f['why']} | "
+                     f"**{f['verdict']}** |")
+    L += ["", "## Finding 3: relabelling Unknown answers as \"I don't know\" removes most of the harm", "",
+          "| model | plain | IDK | acc plain | acc IDK | IDK - plain [95% CI] | harm (lowest share - plain) | "
+          "IDK answers on test | verdict |", "|" + "---|" * 9]
+    for f in f3:
+        if "diff" in f:
+            why = f" ({f['why']})" if "why" in f else ""
+            L.append(f"| {f['model']} | {f['plain']} | {f['idk']} | {f['acc_a']:.3f} | {f['acc_b']:.3f} | {_ci(f)} | "
+                     f"{f['harm']:+.3f} | {f['abstain']:.2f} | **{f['verdict']}**{why} |")
+        else:
+            L.append(f"| {f['model']} | {f['plain']} | {f['idk']} | - | - | - | - | - | "
+                     f"**{f['verdict']}** ({f['why']}) |")
+    L += ["", "## Finding 4: MaybeKnown-only is the best single-category training set", "",
+          "| model | stop | other set | acc other | acc MaybeKnown | MaybeKnown - other [95% CI] | p (McNemar) |",
+          "|" + "---|" * 7]
+    for f in f4:
+        for r in f["rows"]:
+            L.append(f"| {f['model']} | {f['stop']} | {r['other']} | {r['acc_a']:.3f} | {r['acc_b']:.3f} | {_ci(r)} | "
+                     f"{r['p_mcnemar']:.3g} |")
+    L += [""] + [f"- {f['model']} ({f['stop']}): **{f['verdict']}**{' - ' + f['why'] if 'why' in f else ''}"
+                 for f in f4]
+    return "\n".join(L) + "\n"
+
+
+def check_findings(rows: Sequence[dict], models: Sequence[str], shares: Sequence[float], idk_share: float,
+                   mixed_share: float, single: dict[str, Sequence[str]], path: str | Path | None = None,
+                   header: str = "") -> dict:
+    """All four findings for every model that was trained; writes ``07_claims.md`` when ``path`` is given."""
+    trained = [m for m in models if any(r["model"] == m for r in rows)]
+    res = {"f1": [finding_1(rows, m, shares) for m in trained],
+           "f2": [finding_2(rows, m, share_name(mixed_share)) for m in trained],
+           "f3": [finding_3(rows, m, shares, idk_share) for m in trained],
+           "f4": [finding_4(rows, m, single.get(m, []), stop) for m in trained
+                   for stop in ("early stop", "convergence")]}
+    if path is not None:
+        atomic_write_text(path, claims_markdown(res["f1"], res["f2"], res["f3"], res["f4"], header))
+    return res

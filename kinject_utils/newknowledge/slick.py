@@ -1,0 +1,176 @@
+"""SliCK: how well does the base model know each fact? (Gekhman et al. 2024, section 3)
+
+For each question, ``n_prompts`` random 4-shot prompts whose exemplars come from the same relation;
+per prompt one greedy answer and ``n_samples`` answers sampled at temperature 0.5; exact match after
+:func:`~kinject_utils.newknowledge.facts.normalise`. Then::
+
+    HighlyKnown   greedy right for every prompt
+    MaybeKnown    greedy right for some prompts
+    WeaklyKnown   greedy never right, some sample right
+    Unknown       nothing right
+
+The paper used 10 prompts and 16 samples; on a CPU the embedded default is smaller (a parameter,
+recorded in every row). The model is reached only through a ``generate`` callable
+(:mod:`.generate`), so tests script it. Results are cached one JSON line per question
+(:func:`categorise` appends and resumes; a torn last line from a crash is skipped).
+
+    rows = categorise(facts, gen, SlickConfig(n_prompts=4, n_samples=4), cache_file)
+    counts(rows)   # {"HighlyKnown": 12, "MaybeKnown": 7, "WeaklyKnown": 5, "Unknown": 136}
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Sequence
+
+from ..io import append_jsonl, read_jsonl
+from ..log import get_logger, progress
+from .facts import Fact
+from .generate import GenerateFn
+
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+KNOWN = ("HighlyKnown", "MaybeKnown")
+log = get_logger("newknowledge")
+
+
+@dataclasses.dataclass(frozen=True)
+class SlickConfig:
+    """Categorisation settings (paper: 10 prompts, 16 samples at T=0.5, 4 shots).
+
+    Attributes:
+        n_prompts: random few-shot prompts per question (P).
+        n_samples: sampled answers per prompt (S); 0 skips sampling (no WeaklyKnown then).
+        temperature: sampling temperature.
+        shots: exemplars per prompt, from the same relation.
+        max_new_tokens: answer length cap (answers are a few tokens; a newline ends them).
+        seed: prompt choice and sampling seed.
+        batch_questions: questions whose prompts go to the generator together.
+    """
+
+    n_prompts: int = 4
+    n_samples: int = 4
+    temperature: float = 0.5
+    shots: int = 4
+    max_new_tokens: int = 8
+    seed: int = 0
+    batch_questions: int = 4
+
+    def __post_init__(self) -> None:
+        if self.n_prompts < 1:
+            raise ValueError(f"n_prompts must be >= 1 (paper: 10), got {self.n_prompts}")
+        if self.n_samples < 0:
+            raise ValueError(f"n_samples must be >= 0 (paper: 16), got {self.n_samples}")
+        if self.n_samples and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 to sample (paper: 0.5), got {self.temperature}")
+        if self.shots < 0 or self.max_new_tokens < 1 or self.batch_questions < 1:
+            raise ValueError("shots must be >= 0, max_new_tokens >= 1 and batch_questions >= 1")
+
+    def key(self) -> dict:
+        """The settings a cached row must match to be reused."""
+        return {"n_prompts": self.n_prompts, "n_samples": self.n_samples, "temperature": self.temperature,
+                "shots": self.shots, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+
+
+def qa_line(question: str, answer: str | None = None) -> str:
+    """One QA turn of the prompt format (train and test use it too).
+
+    >>> qa_line("What is the capital of Peru?", "Lima")
+    'Q: What is the capital of Peru?\\nA: Lima\\n\\n'
+    """
+    return f"Q: {question}\nA:" if answer is None else f"Q: {question}\nA: {answer}\n\n"
+
+
+def category_of(greedy_hits: int, n_prompts: int, sample_hits: int) -> str:
+    """The SliCK category from hit counts.
+
+    >>> [category_of(4, 4, 0), category_of(1, 4, 0), category_of(0, 4, 2), category_of(0, 4, 0)]
+    ['HighlyKnown', 'MaybeKnown', 'WeaklyKnown', 'Unknown']
+    """
+    if not 0 <= greedy_hits <= n_prompts or sample_hits < 0:
+        raise ValueError(f"hit counts out of range: greedy {greedy_hits}/{n_prompts}, samples {sample_hits}")
+    if greedy_hits == n_prompts:
+        return "HighlyKnown"
+    if greedy_hits > 0:
+        return "MaybeKnown"
+    return "WeaklyKnown" if sample_hits > 0 else "Unknown"
+
+
+def build_prompts(fact: Fact, pool: Sequence[Fact], cfg: SlickConfig) -> list[str]:
+    """``n_prompts`` few-shot prompts for ``fact``: exemplars drawn from ``pool`` (same relation, not itself).
+
+    Seeded by the config seed and the fact id, so a question's prompts do not depend on which other
+    questions are categorised with it.
+    """
+    others = sorted((f for f in pool if f.relation == fact.relation and f.id != fact.id), key=lambda f: f.id)
+    if len(others) < cfg.shots:
+        raise ValueError(f"relation {fact.relation!r} has {len(others)} other facts; {cfg.shots}-shot prompts "
+                         "need more (add facts of that relation or lower shots)")
+    rng = random.Random(f"kinject-slick/{cfg.seed}/{fact.id}")
+    return ["".join(qa_line(e.question, e.answer) for e in rng.sample(others, cfg.shots)) + qa_line(fact.question)
+            for _ in range(cfg.n_prompts)]
+
+
+def _cached(cache_file: Path | None, cfg: SlickConfig) -> dict[str, dict]:
+    if cache_file is None or not Path(cache_file).exists():
+        return {}
+    key = cfg.key()
+    rows = {}
+    for r in read_jsonl(cache_file, tolerate_torn_tail=True):
+        if all(r.get(k) == v for k, v in key.items()):
+            rows[r["id"]] = r
+    return rows
+
+
+def categorise(facts: Sequence[Fact], generate: GenerateFn, cfg: SlickConfig, cache_file: str | Path | None = None,
+               pool: Sequence[Fact] | None = None, model: str = "") -> list[dict]:
+    """Categorise every fact; one row per fact (in ``facts`` order).
+
+    Args:
+        facts: the questions.
+        generate: ``generate(prompts, temperature, n, max_new_tokens, seed) -> [[answer, ...], ...]``.
+        cfg: the settings (recorded in each row).
+        cache_file: JSONL cache; rows with the same settings are reused, new ones appended as they finish.
+        pool: where exemplars come from (default: ``facts``).
+        model: a label stored in each row.
+
+    Returns:
+        rows ``{"id", "relation", "model", "category", "greedy_hits", "sample_hits", "n_prompts", "n_samples",
+        "greedy": [...], ...settings}``.
+    """
+    pool = list(facts) if pool is None else list(pool)
+    cache_path = Path(cache_file) if cache_file is not None else None
+    done = _cached(cache_path, cfg)
+    todo = [f for f in facts if f.id not in done]
+    if done:
+        log.info("SliCK %s: %d of %d questions from the cache %s", model, len(facts) - len(todo), len(facts),
+                 cache_path)
+    P = cfg.n_prompts
+    for i in progress(range(0, len(todo), cfg.batch_questions), desc=f"SliCK {model}", unit="batch"):
+        batch = todo[i:i + cfg.batch_questions]
+        prompts = [p for f in batch for p in build_prompts(f, pool, cfg)]
+        seed = cfg.seed * 1_000_003 + i
+        greedy = [a[0] for a in generate(prompts, 0.0, 1, cfg.max_new_tokens, seed)]
+        samples = generate(prompts, cfg.temperature, cfg.n_samples, cfg.max_new_tokens, seed) \
+            if cfg.n_samples else [[] for _ in prompts]
+        if len(greedy) != len(prompts) or len(samples) != len(prompts):
+            raise RuntimeError(f"generate returned {len(greedy)}/{len(samples)} answers for {len(prompts)} prompts")
+        for j, f in enumerate(batch):
+            g = greedy[j * P:(j + 1) * P]
+            s = [a for lst in samples[j * P:(j + 1) * P] for a in lst]
+            gh, sh = sum(f.is_correct(a) for a in g), sum(f.is_correct(a) for a in s)
+            row = {"id": f.id, "relation": f.relation, "source": f.source, "model": model,
+                   "category": category_of(gh, P, sh), "greedy_hits": gh, "sample_hits": sh,
+                   "greedy": g, "answer": f.answer, **cfg.key()}
+            if cache_path is not None:
+                append_jsonl(cache_path, row)
+            done[f.id] = row
+    return [done[f.id] for f in facts]
+
+
+def counts(rows: Sequence[dict]) -> dict[str, int]:
+    """Questions per category, in :data:`CATEGORIES` order (zeros kept)."""
+    out = dict.fromkeys(CATEGORIES, 0)
+    for r in rows:
+        out[r["category"]] += 1
+    return out

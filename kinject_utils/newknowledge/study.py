@@ -1,0 +1,132 @@
+"""Notebook 07's pipeline per model: load, categorise (SliCK), build the sets, fine-tune each one.
+
+    cfg = StudyConfig(n_prompts=4, n_samples=4, train_size=16, shares=(0, 0.5, 1), epochs=4)
+    facts = collect_facts(cfg.per_relation, cfg.n_fictional, cfg.seed)
+    slick_rows = categorise_model("smollm2-135m", facts, cfg, "results")
+    sft_rows, info = train_model("smollm2-135m", facts, slick_rows, cfg, "results")
+
+Files (under ``layout.slick_dir(results_dir)``): ``<model>/slick.jsonl`` (categorisation cache),
+``<model>/sets.json`` (the ids of every split and set), ``<model>/sft/<set>.jsonl`` (one per run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import layout
+from ..device import resolve
+from ..io import slug, write_json
+from ..log import get_logger
+from .facts import Fact
+from .generate import HFGenerator
+from .sets import idk_variant, share_name, single_category_sets, split, unknown_share_sets
+from .sft import SftConfig, run_sets
+from .slick import KNOWN, SlickConfig, categorise
+
+log = get_logger("newknowledge")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Every setting of notebook 07 (the parameters cell maps onto these)."""
+
+    n_prompts: int = 4
+    n_samples: int = 4
+    per_relation: int = 40
+    n_fictional: int = 40
+    train_size: int = 24
+    shares: tuple[float, ...] = (0.0, 0.5, 1.0)
+    idk_share: float = 0.5
+    mixed_share: float = 0.5
+    single_size: int = 8
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 8
+    dev_share: float = 0.15
+    test_share: float = 0.3
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    gen_batch: int = 16
+
+    def __post_init__(self) -> None:
+        shares = tuple(float(s) for s in self.shares)
+        object.__setattr__(self, "shares", shares)
+        if len(shares) < 2:
+            raise ValueError(f"UNKNOWN_SHARES needs at least two shares to compare, got {list(shares)}")
+        for name in ("idk_share", "mixed_share"):
+            if getattr(self, name) not in shares:
+                raise ValueError(f"{name.upper()}={getattr(self, name)} must be one of UNKNOWN_SHARES "
+                                 f"{list(shares)}")
+        if not 0 < self.mixed_share < 1:
+            raise ValueError("MIXED_SHARE must be strictly between 0 and 1 (a set with both kinds), "
+                             f"got {self.mixed_share}")
+        self.slick()
+        self.sft()
+
+    def slick(self) -> SlickConfig:
+        return SlickConfig(n_prompts=self.n_prompts, n_samples=self.n_samples, seed=self.seed)
+
+    def sft(self) -> SftConfig:
+        return SftConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed)
+
+
+def model_dir(results_dir: str | Path, model: str) -> Path:
+    return layout.slick_dir(results_dir) / slug(model)
+
+
+def load(model: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """The base model on the run's device and dtype (``kinject_utils.device.resolve``)."""
+    from ..models import load_causal_lm
+
+    dev, dt = resolve(device, dtype)
+    return load_causal_lm(model, dtype=dt, device=dev)
+
+
+def categorise_model(model: str, facts: Sequence[Fact], cfg: StudyConfig, results_dir: str | Path,
+                     loaded: tuple[Any, Any] | None = None) -> list[dict]:
+    """SliCK rows for one model (cached in ``<model>/slick.jsonl``); ``seconds`` = time spent this call."""
+    t0 = time.perf_counter()
+    model_obj, tok = loaded if loaded is not None else load(model, cfg.device, cfg.dtype)
+    gen = HFGenerator(model_obj, tok, batch_size=cfg.gen_batch)
+    rows = categorise(facts, gen, cfg.slick(), model_dir(results_dir, model) / "slick.jsonl", model=model)
+    log.info("SliCK %s: %d questions in %.0f s", model, len(rows), time.perf_counter() - t0)
+    return rows
+
+
+def examples(facts: Sequence[Fact], slick_rows: Sequence[dict]) -> list[dict]:
+    """Facts joined with their category: ``{"id", "question", "answer", "aliases", "relation", "category"}``."""
+    cat = {r["id"]: r["category"] for r in slick_rows}
+    return [{"id": f.id, "question": f.question, "answer": f.answer, "aliases": list(f.aliases),
+             "relation": f.relation, "category": cat[f.id]} for f in facts if f.id in cat]
+
+
+def build_sets(exs: Sequence[dict], cfg: StudyConfig) -> tuple[dict[str, list[dict]], dict[str, list[dict]], dict]:
+    """``(splits, training sets, notes)``: Unknown-share sets, the IDK variant, the single-category sets."""
+    splits = split(exs, cfg.dev_share, cfg.test_share, cfg.seed)
+    sets = unknown_share_sets(splits["train"], cfg.train_size, cfg.shares, cfg.seed)
+    sets["idk-" + share_name(cfg.idk_share)] = idk_variant(sets[share_name(cfg.idk_share)])
+    single, skipped = single_category_sets(splits["train"], cfg.single_size, cfg.seed)
+    sets.update(single)
+    return splits, sets, {"single": sorted(single), "skipped": skipped}
+
+
+def train_model(model: str, facts: Sequence[Fact], slick_rows: Sequence[dict], cfg: StudyConfig,
+                results_dir: str | Path, loaded: tuple[Any, Any] | None = None) -> tuple[list[dict], dict]:
+    """Fine-tune every training set of one model; rows of :func:`~.sft.run_sets` and the set notes."""
+    splits, sets, notes = build_sets(examples(facts, slick_rows), cfg)
+    mdir = model_dir(results_dir, model)
+    write_json(mdir / "sets.json", {"splits": {k: [e["id"] for e in v] for k, v in splits.items()},
+                                    "sets": {k: [e["id"] for e in v] for k, v in sets.items()}, **notes})
+    model_obj, tok = loaded if loaded is not None else load(model, cfg.device, cfg.dtype)
+    rows = run_sets(model_obj, tok, sets, {"dev": splits["dev"], "test": splits["test"]}, cfg.sft(),
+                    mdir / "sft", model=model)
+    notes["sizes"] = {k: len(v) for k, v in splits.items()}
+    return rows, notes
+
+
+def best_model(counts_by_model: dict[str, dict[str, int]]) -> str:
+    """The model with the most Known (Highly + Maybe) questions: the one the study means most for."""
+    return max(counts_by_model, key=lambda m: (sum(counts_by_model[m][c] for c in KNOWN), m))

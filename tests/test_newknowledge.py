@@ -1,0 +1,153 @@
+"""Notebook 07's package: the SliCK categoriser on a scripted model, the training sets, the findings."""
+import json
+
+import pytest
+
+from kinject_utils.newknowledge import (
+    CATEGORIES,
+    IDK,
+    Fact,
+    QAFormatError,
+    SlickConfig,
+    categorise,
+    counts,
+    finding_1,
+    idk_variant,
+    normalise,
+    read_qa_file,
+    share_name,
+    single_category_sets,
+    unknown_share_sets,
+)
+
+
+def _facts(n_per_rel=6):
+    return [Fact(f"r{r}/{i}", f"rel{r}", f"Question {r}-{i}?", f"Answer {r} {i}") for r in range(2)
+            for i in range(n_per_rel)]
+
+
+class ScriptedModel:
+    """Answers by a script: fact id -> (how many of the P greedy prompts are right, samples right?)."""
+
+    def __init__(self, facts, script):
+        self.by_q = {f.question: f for f in facts}
+        self.script = script
+        self.calls = {}
+
+    def __call__(self, prompts, temperature, n, max_new_tokens, seed):
+        out = []
+        for p in prompts:
+            f = self.by_q[p.rsplit("Q: ", 1)[1].split("\nA:")[0]]
+            k = self.calls[(f.id, temperature)] = self.calls.get((f.id, temperature), -1) + 1
+            greedy_right, sample_right = self.script[f.id]
+            if temperature == 0:
+                out.append([f.answer if k < greedy_right else "wrong"])
+            else:
+                out.append([f.answer if (sample_right and j == 0) else "nope" for j in range(n)])
+        return out
+
+
+def test_categoriser_recovers_scripted_categories(tmp_path):
+    facts = _facts()
+    want = {}
+    script = {}
+    for i, f in enumerate(facts):
+        cat = CATEGORIES[i % 4]
+        want[f.id] = cat
+        script[f.id] = {"HighlyKnown": (4, True), "MaybeKnown": (2, True), "WeaklyKnown": (0, True),
+                        "Unknown": (0, False)}[cat]
+    cfg = SlickConfig(n_prompts=4, n_samples=3, batch_questions=3)
+    rows = categorise(facts, ScriptedModel(facts, script), cfg, tmp_path / "c.jsonl", model="stub")
+    assert {r["id"]: r["category"] for r in rows} == want
+    assert counts(rows) == {c: 3 for c in CATEGORIES}
+    assert {r["id"]: r["greedy_hits"] for r in rows} == {k: v[0] for k, v in script.items()}
+    # resumable: a second call reads the cache and never calls the model
+    def boom(*a, **k):
+        raise AssertionError("model called although every question is cached")
+    assert categorise(facts, boom, cfg, tmp_path / "c.jsonl", model="stub") == rows
+    # other settings do not reuse the cache
+    with pytest.raises(AssertionError):
+        categorise(facts, boom, SlickConfig(n_prompts=2, n_samples=3), tmp_path / "c.jsonl")
+
+
+def test_prompts_use_same_relation_exemplars_and_are_seeded():
+    from kinject_utils.newknowledge import build_prompts
+
+    facts = _facts()
+    p = build_prompts(facts[0], facts, SlickConfig(n_prompts=3))
+    assert len(p) == 3 and all(s.count("Q: ") == 5 and s.endswith(f"Q: {facts[0].question}\nA:") for s in p)
+    assert all("Question 1-" not in s for s in p)  # relation rel0 only
+    assert all(f"A: {facts[0].answer}" not in s for s in p)  # never its own answer
+    assert p == build_prompts(facts[0], facts, SlickConfig(n_prompts=3))
+
+
+def _examples(n_unknown=20, n_known=20, n_weak=6):
+    cats = ["Unknown"] * n_unknown + ["HighlyKnown", "MaybeKnown"] * (n_known // 2) + ["WeaklyKnown"] * n_weak
+    return [{"id": f"q{i:03d}", "question": f"q{i}?", "answer": f"a{i}", "category": c} for i, c in enumerate(cats)]
+
+
+@pytest.mark.parametrize("size", [4, 8, 16])
+def test_unknown_share_sets_sizes_and_shares_exact(size):
+    shares = [0, 0.25, 0.5, 0.75, 1]
+    sets = unknown_share_sets(_examples(), size, shares, seed=3)
+    assert list(sets) == [share_name(s) for s in shares]
+    for s in shares:
+        rows = sets[share_name(s)]
+        assert len(rows) == size and len({r["id"] for r in rows}) == size
+        assert sum(r["category"] == "Unknown" for r in rows) == size * s
+        assert all(r["category"] in ("Unknown", "HighlyKnown", "MaybeKnown") for r in rows)
+    assert sets == unknown_share_sets(_examples(), size, shares, seed=3)  # deterministic
+    assert sets != unknown_share_sets(_examples(), size, shares, seed=4)
+
+
+def test_unknown_share_sets_refuse_what_cannot_be_exact():
+    with pytest.raises(ValueError, match="whole number"):
+        unknown_share_sets(_examples(), 6, [0, 0.25], seed=0)
+    with pytest.raises(ValueError, match="TRAIN_SIZE <= 20"):
+        unknown_share_sets(_examples(), 24, [0, 1], seed=0)
+
+
+def test_idk_relabels_only_unknown_and_single_sets():
+    rows = unknown_share_sets(_examples(), 8, [0.5], seed=0)["unknown-050"]
+    idk = idk_variant(rows)
+    assert [r["id"] for r in idk] == [r["id"] for r in rows]
+    for a, b in zip(rows, idk):
+        assert b["answer"] == (IDK if a["category"] == "Unknown" else a["answer"])
+    assert any(r["answer"] != IDK for r in rows)  # the original is untouched
+    sets, skipped = single_category_sets(_examples(), 8, seed=0)
+    assert sorted(sets) == ["only-HighlyKnown", "only-MaybeKnown", "only-Unknown"] and "WeaklyKnown" in skipped
+    assert all(len(v) == 8 and {r["category"] for r in v} == {k[5:]} for k, v in sets.items())
+
+
+def test_normalise_and_qa_file_errors(tmp_path):
+    assert normalise("The  Hague!") == normalise("hague") == "hague"
+    assert normalise("São Paulo") == "sao paulo"
+    p = tmp_path / "qa.jsonl"
+    p.write_text(json.dumps({"question": "Q?", "answer": "A"}) + "\n"
+                 + json.dumps({"id": "x", "question": "Q2?", "choices": ["no", "yes"], "answer": 1, "kind": "k"})
+                 + "\n")
+    facts = read_qa_file(p)
+    assert [f.answer for f in facts] == ["A", "yes"] and facts[1].relation == "k"
+    p.write_text(json.dumps({"question": "Q?"}) + "\n")
+    with pytest.raises(QAFormatError, match=r"qa.jsonl, line 1: needs 'question' and 'answer'"):
+        read_qa_file(p)
+
+
+def _sft_rows(acc):
+    """Two runs whose test accuracy per epoch is given: {set: [acc epoch1, acc epoch2]} over 40 questions."""
+    rows = []
+    for name, per_epoch in acc.items():
+        for e, a in enumerate(per_epoch, 1):
+            for i in range(40):
+                for split in ("test", "dev"):
+                    rows.append({"model": "m", "set": name, "epoch": e, "split": split, "id": f"t{i}",
+                                 "category": "HighlyKnown", "correct": int(i < a * 40), "pred": ""})
+    return rows
+
+
+def test_finding_1_verdicts():
+    # falls, and more at convergence (epoch 2) than at early stop (best dev: epoch 1 for the 100% set)
+    r = finding_1(_sft_rows({"unknown-000": [0.9, 0.9], "unknown-100": [0.7, 0.2]}), "m", [0, 1])
+    assert r["verdict"] == "supported"
+    r = finding_1(_sft_rows({"unknown-000": [0.5, 0.5], "unknown-100": [0.8, 0.9]}), "m", [0, 1])
+    assert r["verdict"] == "not supported"
