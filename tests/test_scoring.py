@@ -146,7 +146,7 @@ def _tiny(kind: str, attn: str = "sdpa"):
 
     torch.manual_seed(0)
     common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=1024, attn_implementation=attn,
+                  num_key_value_heads=2, max_position_embeddings=1024, attn_implementation=attn, initializer_range=0.2,
                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if kind == "llama":
         model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, **common))
