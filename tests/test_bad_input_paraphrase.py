@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from kinject_utils import paraphrase as P
-from kinject_utils.retrieval import RetrievalConfig, load_contexts, read_corpus
+from kinject_utils.data import load_documents
+from kinject_utils.retrieval import RetrievalConfig, load_contexts
 from kinject_utils.tasks import Document, Question, Task
 
 KEY = "kq7Zx2Lm9Vb4Nw8Tr3Yh6Pd1Sg5Fj0CkTu"  # no sk- prefix: only the key-run redaction can catch pieces
@@ -200,7 +201,8 @@ BAD = [  # (id, call, words naming the problem, words naming the fix)
     ("passage too short", lambda t, m: RetrievalConfig(passage_words=5), ["passage_words=5"], ["use >= 10"]),
     ("no retrieval yet", lambda t, m: load_contexts(t, toy_task(), 1, None, 100), ["no retrieval results", "toy"],
      ["run notebook 04"]),
-    ("corpus path missing", lambda t, m: read_corpus(t / "nope"), ["nope does not exist"], ["pass a folder"]),
+    ("corpus path missing", lambda t, m: load_documents(t / "nope", strict=False), ["nope not found"],
+     ["put .txt, .md or .jsonl files there"]),
 ]
 
 

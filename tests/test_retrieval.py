@@ -14,13 +14,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from logcap import kinject_log, text
 
+from kinject_utils.data import load_documents
 from kinject_utils.io import read_jsonl
-from kinject_utils.log import get_logger
-from kinject_utils.retrieval import (BM25, SEPARATOR, CorpusWarning, EmbeddingCache, LazyEmbedder,
-                                     RetrievalConfig, build_context, build_index, embed_texts,
-                                     has_retrieval, load_contexts, read_corpus, recall_at_k,
-                                     recall_table, retrieve_task, rrf_fuse, run_retrieval, split_passages)
+from kinject_utils.retrieval import (
+    BM25,
+    SEPARATOR,
+    EmbeddingCache,
+    LazyEmbedder,
+    RetrievalConfig,
+    build_context,
+    build_index,
+    embed_texts,
+    has_retrieval,
+    load_contexts,
+    load_task_tolerant,
+    recall_at_k,
+    recall_table,
+    retrieve_task,
+    rrf_fuse,
+    run_retrieval,
+    split_passages,
+)
 from kinject_utils.tasks import Document, Question, Task, save_task, task_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def logged():
-    """Messages sent to the ``kinject`` logger during the test (it does not propagate to caplog)."""
-    msgs: list[str] = []
-    h = logging.Handler()
-    h.emit = lambda record: msgs.append(record.getMessage())
-    get_logger().addHandler(h)
-    yield msgs
-    get_logger().removeHandler(h)
+    """Records sent to the ``kinject`` logger during the test, every level (it does not propagate to caplog)."""
+    with kinject_log(logging.DEBUG) as records:
+        yield records
 
 
 class HashEmbedder(LazyEmbedder):
@@ -127,53 +139,61 @@ def test_split_passages_title_counts_and_long_sentences_are_cut():
     assert split_passages([doc], passage_words=0)[0].text.split()[2:].count("w") == 50
 
 
-def test_split_passages_warns_on_empty_and_duplicate_and_keeps_the_rest():
+def test_split_passages_warns_on_empty_and_duplicate_and_keeps_the_rest(logged):
     docs = [Document("a", "", "Alpha text."), Document("b", "", "   "), Document("a", "", "Other.")]
-    with pytest.warns(CorpusWarning) as rec:
-        ps = split_passages(docs)
-    msgs = " ".join(str(w.message) for w in rec)
-    assert "empty document 'b'" in msgs and "duplicate doc_id 'a'" in msgs
+    ps = split_passages(docs)
+    msgs = text(logged)
+    assert "empty document 'b' skipped" in msgs and "duplicate doc_id 'a'" in msgs
     assert [p.text for p in ps] == ["Alpha text."]
 
 
-def test_read_corpus_folder_tolerates_bad_documents(tmp_path):
+def test_corpus_folder_read_tolerantly_skips_or_repairs_bad_documents(tmp_path, logged):
+    """Retrieval's reading of a folder (``load_documents(strict=False)``): warned, skipped or repaired."""
     (tmp_path / "good.md").write_text("A fine document. It has two sentences.", encoding="utf-8")
     (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
     (tmp_path / "latin1.txt").write_bytes("Caf\xe9 au lait is served in Osk.".encode("latin-1"))
     (tmp_path / "good.txt").write_text("Same id as good.md, read second (sorted paths).", encoding="utf-8")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "deep.md").write_text("Nested file.", encoding="utf-8")
-    with pytest.warns(CorpusWarning) as rec:
-        docs = read_corpus(tmp_path)
-    msgs = [str(w.message) for w in rec]
-    assert any("empty document 'empty'" in m for m in msgs)
-    assert any("good.txt: duplicate doc_id 'good'" in m and "good.md" in m for m in msgs)
-    assert any("latin1" in m and "not valid UTF-8" in m and "offset 3" in m for m in msgs)
+    (tmp_path / "sub" / "deep.md").write_text("# Deep heading\n\nNested file.", encoding="utf-8")
+    docs = load_documents(tmp_path, strict=False)
+    msgs = text(logged)
+    assert "empty.txt: empty document; skipped" in msgs
+    assert "duplicate document id 'good' in " + str(tmp_path / "good.txt") in msgs and "good.md" in msgs
+    assert "latin1.txt, line 1: not valid UTF-8 (first bad byte at offset 3)" in msgs
     by_id = {d.doc_id: d for d in docs}
     assert sorted(by_id) == ["good", "latin1", "sub/deep"]
     assert by_id["good"].text.startswith("A fine") and "\ufffd" in by_id["latin1"].text
     assert by_id["latin1"].text.endswith("served in Osk.")
+    assert by_id["sub/deep"].title == "Deep heading" and by_id["good"].title == "good"  # .md: first heading
 
 
-def test_read_corpus_jsonl_tolerates_bad_lines(tmp_path):
+def test_load_task_tolerant_indexes_what_it_can_of_a_bad_kb(tmp_path, logged):
+    folder = task_dir(tmp_path, "toy")
+    save_task(small_task(), folder)
     lines = [json.dumps({"doc_id": "a", "title": "A", "text": "First."}).encode(),
              json.dumps({"doc_id": "b", "text": ""}).encode(),
              json.dumps({"doc_id": "a", "text": "Dup."}).encode(),
              b'{"doc_id": "c", "text": "bad \xff byte"}',
              b"{not json",
              json.dumps({"text": "no id"}).encode(),
+             json.dumps(["not", "an", "object"]).encode(),
              json.dumps({"doc_id": "d", "text": "Last."}).encode()]
-    path = tmp_path / "kb.jsonl"
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.warns(CorpusWarning) as rec:
-        docs = read_corpus(path)
-    msgs = " | ".join(str(w.message) for w in rec)
-    for needle in ("line 2 (doc 'b')", "duplicate doc_id 'a'", "line 4 (doc 'c'): not valid UTF-8",
-                   "line 5: not valid JSON", "line 6: need"):
+    (folder / "kb.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    task = load_task_tolerant(folder)
+    msgs = text(logged)
+    for needle in ("toy: load_task refused the task", "kb.jsonl, line 2: empty text of document 'b'",
+                   "duplicate document id 'a' in " + str(folder / "kb.jsonl") + ", line 3",
+                   "kb.jsonl, line 4: not valid UTF-8", "kb.jsonl, line 5: not valid JSON",
+                   "kb.jsonl, line 7: each row needs a string 'text'"):
         assert needle in msgs, needle
-    assert [d.doc_id for d in docs] == ["a", "c", "d"] and docs[0].title == "A"
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        read_corpus(tmp_path / "missing")
+    assert [d.doc_id for d in task.docs] == ["a", "c", "kb/6", "d"], "a row without doc_id is kb/<line>"
+    assert task.docs[0].title == "A" and "\ufffd" in task.docs[1].text and len(task.questions) == 6
+    (folder / "kb.jsonl").write_bytes(b"{not json\n" + json.dumps({"doc_id": "e", "text": " "}).encode() + b"\n")
+    empty = load_task_tolerant(folder)  # nothing usable: no documents, so retrieval skips the task
+    assert empty.docs == [] and "no usable documents" in text(logged)
+    assert retrieve_task(empty, RetrievalConfig(retriever="bm25", compare=False), tmp_path).skipped
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_documents(tmp_path / "missing", strict=False)
 
 
 # ------------------------------------------------------------------------------------ BM25, RRF, FAISS
@@ -318,7 +338,7 @@ def test_run_retrieval_skips_missing_and_kb_less_tasks(tmp_path, logged):
     save_task(Task("mmlu", [Question("m", "2+2?", ["3", "4"], 1)], []), task_dir(tmp_path, "mmlu"))
     cfg = RetrievalConfig(retriever="bm25", compare=False, k_max=2)
     run = run_retrieval(tmp_path, ["fictional_news", "mmlu", "fictional_knowledge"], cfg)
-    out = "\n".join(logged)
+    out = text(logged)
     assert "mmlu: SKIPPED - no knowledge base" in out and "fictional_knowledge: SKIPPED - no task folder" in out
     assert set(run.skipped) == {"mmlu", "fictional_knowledge"} and run.warm
     with open(tmp_path / "04_recall.csv", newline="") as fh:
@@ -343,11 +363,11 @@ def test_run_retrieval_indexes_the_rest_of_a_bad_kb(tmp_path, logged):
     kb.append(json.dumps({"doc_id": "bakery", "title": "", "text": "Dup."}).encode())  # duplicate id
     kb.append(json.dumps({"doc_id": "blank", "title": "", "text": " "}).encode())     # empty
     (folder / "kb.jsonl").write_bytes(b"\n".join(kb) + b"\n")
-    with pytest.warns(CorpusWarning) as rec:
-        run = run_retrieval(tmp_path, ["fictional_news"], RetrievalConfig(retriever="bm25", compare=False))
-    msgs = " | ".join(str(w.message) for w in rec)
-    assert "line 2 (doc 'football')" in msgs and "duplicate doc_id 'bakery'" in msgs and "'blank'" in msgs
-    assert any("load_task refused the task" in m for m in logged)
+    run = run_retrieval(tmp_path, ["fictional_news"], RetrievalConfig(retriever="bm25", compare=False))
+    msgs = text(logged)
+    assert "kb.jsonl, line 2: not valid UTF-8" in msgs and "duplicate document id 'bakery'" in msgs
+    assert "empty text of document 'blank'" in msgs
+    assert "load_task refused the task" in msgs
     ids = [p["doc_id"] for p in read_jsonl(tmp_path / "04_retrieval" / "fictional_news" / "passages.jsonl")]
     assert ids == list(TOPICS) and not run.skipped
     assert {r["k"]: r["hit_rate"] for r in run.recall_rows}[1] == 1.0
@@ -407,7 +427,7 @@ def test_load_contexts_aligns_with_questions_and_reports_truncation(tmp_path, lo
     assert ctx0 == [""] * len(task.questions)
     _, small = load_contexts(tmp_path, task, 3, WS(), 12)
     assert small["n_truncated"] == len(task.questions) and small["max_tokens_used"] <= 12
-    assert any("contexts truncated" in m for m in logged)
+    assert "contexts truncated" in text(logged)
     with pytest.raises(ValueError, match="K_MAX >= 4"):
         load_contexts(tmp_path, task, 4, WS(), 100)
     changed = small_task()

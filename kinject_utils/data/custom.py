@@ -1,7 +1,8 @@
 """Bring your own: the one folder-of-documents reader, a questions file, and the task they make.
 
 :func:`load_documents` is the only reader of raw documents in the package (notebook 01's
-``CUSTOM_DOCS_DIR`` and ``MMLU_KB``, and notebook 04's tolerant corpus reading). Its id rule:
+``CUSTOM_DOCS_DIR`` and ``MMLU_KB``, and notebook 04's tolerant corpus reading through
+:func:`kinject_utils.retrieval.load_task_tolerant`). Its id rule:
 
 - a ``.txt`` / ``.md`` file is one document; its id is the file's path relative to the folder,
   with ``/`` separators and without the suffix (``notes/mars.md`` -> ``notes/mars``); its title is
@@ -85,13 +86,14 @@ def _jsonl_docs(path: Path, text: str, file_id: str, strict: bool) -> list[tuple
                 raise TaskFormatError(problem)
             _log.warning("%s Line skipped.", problem)
             continue
+        doc_id = str(row["doc_id"]) if row.get("doc_id") else f"{file_id}/{i}"
         if not row["text"].strip():
-            _log.warning("%s: empty text; skipped.", where)
+            _log.warning("%s: empty text of document %r; skipped. Fix: add its text or delete the line.",
+                         where, doc_id)
             continue
-        doc_id = row.get("doc_id")
         title = row.get("title")
         try:
-            doc = Document(doc_id=str(doc_id) if doc_id else f"{file_id}/{i}",
+            doc = Document(doc_id=doc_id,
                            title=title if isinstance(title, str) else "", text=row["text"].strip())
         except ValueError as exc:
             raise TaskFormatError(f"{where}: {exc}") from None
