@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = ["01_prepare_data", "02_paraphrase_corpus", "03_finetune_qlora", "04_retrieve_faiss",
-            "05_score_methods", "06_plot_results"]
+            "05_score_methods", "06_plot_results", "07_new_knowledge"]
 
 
 def test_the_six_numbered_notebooks_exist():

@@ -135,13 +135,21 @@ def geo_facts(relations: Sequence[str] = tuple(RELATIONS), per_relation: int | N
 
 
 def fictional_facts(n: int | None = 40, seed: int = 0, size: str = "default") -> list[Fact]:
-    """Facts about the fictional news world (who / which organisation / where): guaranteed Unknown."""
+    """Facts about the fictional news world (who / which organisation / where): guaranteed Unknown.
+
+    ``n`` is split evenly over the three relations (rounded up), so each can fill a 4-shot prompt.
+    """
     from ..data import generate_news_world
 
     world = generate_news_world(size, seed=seed, n_paraphrases=0)
-    rows = [Fact(f"fictional/{q.id}", f"fictional_{q.kind}", q.question, q.choices[q.answer], source="fictional")
-            for q in world.task.questions if q.kind in FICTIONAL_KINDS]
-    return _sample(rows, n, random.Random(f"kinject-fictional-facts/{seed}"))
+    rng = random.Random(f"kinject-fictional-facts/{seed}")
+    per_kind = None if n is None else -(-n // len(FICTIONAL_KINDS))  # ceil: every relation gets its share
+    out: list[Fact] = []
+    for kind in FICTIONAL_KINDS:
+        rows = [Fact(f"fictional/{q.id}", f"fictional_{kind}", q.question, q.choices[q.answer], source="fictional")
+                for q in world.task.questions if q.kind == kind]
+        out += _sample(rows, per_kind, rng)
+    return out
 
 
 _QA_HINT = ('write one JSON object per line, either {"question": str, "answer": str, "id": str (optional), '

@@ -21,7 +21,7 @@ from ..io import slug, write_json
 from ..log import get_logger
 from .facts import Fact
 from .generate import HFGenerator
-from .sets import idk_variant, share_name, single_category_sets, split, unknown_share_sets
+from .sets import idk_variant, max_size, share_name, single_category_sets, split, unknown_share_sets
 from .sft import SftConfig, run_sets
 from .slick import KNOWN, SlickConfig, categorise
 
@@ -106,11 +106,18 @@ def examples(facts: Sequence[Fact], slick_rows: Sequence[dict]) -> list[dict]:
 def build_sets(exs: Sequence[dict], cfg: StudyConfig) -> tuple[dict[str, list[dict]], dict[str, list[dict]], dict]:
     """``(splits, training sets, notes)``: Unknown-share sets, the IDK variant, the single-category sets."""
     splits = split(exs, cfg.dev_share, cfg.test_share, cfg.seed)
-    sets = unknown_share_sets(splits["train"], cfg.train_size, cfg.shares, cfg.seed)
+    size = min(cfg.train_size, max_size(splits["train"], cfg.shares))
+    if size < 1:
+        raise ValueError(f"no training-set size works for shares {list(cfg.shares)}: the train split has too few "
+                         "Known or Unknown questions; raise N_QUESTIONS / N_FICTIONAL")
+    if size < cfg.train_size:
+        log.warning("TRAIN_SIZE=%d needs more Known/Unknown training questions than there are; using %d "
+                    "(the largest size every share fits exactly)", cfg.train_size, size)
+    sets = unknown_share_sets(splits["train"], size, cfg.shares, cfg.seed)
     sets["idk-" + share_name(cfg.idk_share)] = idk_variant(sets[share_name(cfg.idk_share)])
     single, skipped = single_category_sets(splits["train"], cfg.single_size, cfg.seed)
     sets.update(single)
-    return splits, sets, {"single": sorted(single), "skipped": skipped}
+    return splits, sets, {"single": sorted(single), "skipped": skipped, "train_size": size}
 
 
 def train_model(model: str, facts: Sequence[Fact], slick_rows: Sequence[dict], cfg: StudyConfig,
