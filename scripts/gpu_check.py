@@ -18,7 +18,7 @@ vocabulary lets the synthetic texts be exactly one token per word.
 
 Usage (repo root)::
 
-    python scripts/gpu_check.py --out gpu_check.json                      # Mistral-7B shape on CUDA
+    python scripts/gpu_check.py                      # Mistral-7B shape on CUDA; JSON in runs/gpu_check.json
     python scripts/gpu_check.py --shape tiny --device cpu --steps 2 --out /tmp/g.json   # seconds, CPU
 
 ``--shape tiny`` (2 layers, hidden 64, vocabulary 1,024) is the CPU-safe part the test suite runs.
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", type=int, default=64, help="questions per scoring case")
     ap.add_argument("--dtype", default="auto", help="scoring dtype: auto (bf16 on CUDA) | float32 | bfloat16")
     ap.add_argument("--workdir", default="", help="where the model and adapters go (default: a temporary folder)")
-    ap.add_argument("--out", required=True, help="JSON file to write the results to")
+    ap.add_argument("--out", default="runs/gpu_check.json", help="JSON file to write the results to")
     a = ap.parse_args(argv)
     if a.steps < 1:
         ap.error("--steps must be >= 1")
