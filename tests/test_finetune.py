@@ -1,6 +1,8 @@
 """kinject_utils.finetune: chunking, settings, variant planning, exact resume, a real (Q)LoRA run on SmolLM2."""
 from __future__ import annotations
 
+import math
+
 import pytest
 from finetune_tiny import CORPUS, make_tiny_llama
 
@@ -393,3 +395,28 @@ def test_memorisation_computes_the_base_pass_once_per_chunk_set(trained, monkeyp
     assert len(calls) == 5, calls
     kb = memo[memo.split == "kb"]
     assert len(kb) == 2 and kb.loss_before.nunique() == 1 and (kb.loss_after < kb.loss_before + 1).all()
+
+
+# ------------------------------------------------------------------ CUDA (pytest -m gpu; skipped without a GPU)
+@pytest.mark.gpu
+@pytest.mark.parametrize("method, dtype", [("lora", "float16"), ("qlora", "auto")])
+def test_cuda_training_lands_on_the_gpu_and_scores_on_its_base(tiny, tmp_path, method, dtype):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    cfg = ft.FinetuneConfig(method=method, dtype=dtype, device="cuda", micro_batch="auto", batch=4, epochs=2,
+                            chunk_len=32, checkpoint_every=0)
+    res = ft.train_adapter(str(tiny), CORPUS, cfg, tmp_path / "a", progress=False)
+    man = res.manifest
+    assert man["device"].startswith("cuda") and man["memory_plan"]["fits"]
+    assert man["micro_batch"] * man["grad_accum"] == 4
+    assert man["dtype"] == ("float16" if method == "lora" else "bfloat16")  # float16 ran with a GradScaler
+    losses = [r["loss"] for r in ft.read_train_log(tmp_path / "a")]
+    assert all(math.isfinite(x) for x in losses)
+    model, _ = ft.load_finetuned(str(tiny), tmp_path / "a", device="cuda", dtype="auto")
+    assert next(model.parameters()).device.type == "cuda"
+    if method == "qlora":  # scored on the 4-bit base it was trained on, not merged into bf16
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())

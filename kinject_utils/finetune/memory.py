@@ -4,7 +4,7 @@ The effective batch stays the paper's 64 chunks; what changes with the card is h
 through one forward pass (more = faster, more memory) and whether activations are recomputed.
 The model below predicts peak allocated memory from the model's shape and was fitted to one run
 on an H100 80GB (Mistral-7B shape with random weights, QLoRA r=64 all-linear, paged AdamW 32-bit,
-256-token chunks, torch 2.11, bitsandbytes 0.50.2, peft 0.21; see docs/GPU.md):
+256-token chunks, torch 2.11, bitsandbytes 0.50.2, peft 0.21; docs/GPU.md):
 
     micro-batch  checkpointing  allocated  tokens/s
     4            on             7.36 GiB   1,273

@@ -24,15 +24,16 @@ from .schedule import plan_steps
 
 log = get_logger("finetune")
 
-# (model, method, dtype, device) -> (tokens/s, provenance). CPU rows: LoRA r=16 all-linear, micro-batch
-# 4 x 2, 256-token chunks, train_adapter, scripts/bench_train.py --which ours. See docs/GPU.md for CUDA.
+# (model, method, dtype, device) -> (tokens/s, provenance). CPU rows: SmolLM2-135M, LoRA r=16 all-linear,
+# micro-batch 4 x 2, 256-token chunks, through train_adapter, the same run alternating fp32 and bf16.
 TOKENS_PER_S: dict[tuple[str, str, str, str], tuple[float, str]] = {
     ("smollm2-135m", "lora", "float32", "cpu"): (
-        0.0, "measured 2026-01, AMD EPYC (AVX2, no AMX), 2 cores shared, bench_train.py"),
+        295.0, "measured 2026-11-23 on a 2-core CPU with AVX-512 bf16 but no AMX, train_adapter"),
     ("smollm2-135m", "lora", "bfloat16", "cpu"): (
-        0.0, "measured 2026-01, AMD EPYC (AVX2, no AMX), 2 cores shared, bench_train.py"),
+        188.0, "measured 2026-11-23 on a 2-core CPU with AVX-512 bf16 but no AMX, train_adapter"),
     ("mistral-7b", "qlora", "bfloat16", "cuda"): (
-        4084.0, "measured on an H100 80GB, Mistral-7B shape, QLoRA r=64, micro-batch 64 + checkpointing"),
+        4084.0, "measured 2026-11-23 on an H100 80GB, Mistral-7B shape, QLoRA r=64, micro-batch 64 + checkpointing "
+                "(the memory model's pick for an 80 GB card; docs/GPU.md)"),
 }
 _CPU_REF = ("smollm2-135m", 135e6)       # unknown CPU models: scaled by parameter count from this one
 _CUDA_REF = ("mistral-7b", 7.24e9)       # unknown CUDA models: scaled from the 7B measurement
@@ -81,7 +82,7 @@ def tokens_per_s(model_name: str, method: str, dtype: str, device: str,
             return got
     dev = "cuda" if device.startswith("cuda") else "cpu"
     key = (_SAME_SHAPE.get(model_name, model_name), method, dtype, dev)
-    if key in TOKENS_PER_S and TOKENS_PER_S[key][0] > 0:
+    if key in TOKENS_PER_S:
         return TOKENS_PER_S[key]
     ref_name, ref_params = _CUDA_REF if dev == "cuda" else _CPU_REF
     ref_dtype = "bfloat16" if dev == "cuda" else "float32"
