@@ -2,8 +2,9 @@
 
 Each function takes the result files' tables (pandas DataFrames read from ``05_scores.csv``,
 ``05_costs.csv``, ``03_train_loss.csv``, ``04_recall.csv``), writes one PNG and returns its path,
-or returns a Markdown string. The training-loss figure (notebooks 03 and 06) has its one owner here. Missing inputs give an empty-but-honest output ("no rows"), never a crash, so a
-partial run still renders what it has.
+or returns a Markdown string. The training-loss figure (notebooks 03 and 06) has its one owner
+here. Missing inputs give an empty-but-honest output ("no rows"), never a crash, so a partial run
+still renders what it has.
 """
 from __future__ import annotations
 
@@ -65,10 +66,12 @@ def table2_markdown(scores: Any) -> str:
             cells = []
             for m in METHOD_ORDER:
                 r = g[g["method"] == m]
-                cells.append("" if r.empty else f"{r['score'].iloc[0]:.3f} [{r['score_lo'].iloc[0]:.2f}, {r['score_hi'].iloc[0]:.2f}]")
+                cells.append("" if r.empty else
+                             f"{r['score'].iloc[0]:.3f} [{r['score_lo'].iloc[0]:.2f}, {r['score_hi'].iloc[0]:.2f}]")
             lines.append(f"| {model} (ours) | {task} | " + " | ".join(cells) + " |")
     for model, row in PAPER_TABLE2.items():
-        lines.append(f"| {model} (paper) | current events | " + " | ".join(_fmt(row.get(m)) for m in METHOD_ORDER) + " |")
+        lines.append(f"| {model} (paper) | current events | "
+                     + " | ".join(_fmt(row.get(m)) for m in METHOD_ORDER) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         folder = work / f"random-{a.shape}"
         info = build_model(a.shape, device, folder, "bfloat16" if device.startswith("cuda") else "float32")
-        print(f"built {a.shape} shape: {info['params']:,} parameters in {info['build_save_s']} s -> {folder}", flush=True)
+        print(f"built {a.shape} shape: {info['params']:,} parameters in {info['build_save_s']} s -> {folder}",
+              flush=True)
         qlora = check_qlora(folder, device, [int(x) for x in a.micro_batches.split(",")], a.steps, vocab, work)
         scoring = check_scoring(folder, device, dtype, [int(x) for x in a.batches.split(",")], a.questions, vocab)
     try:

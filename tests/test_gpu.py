@@ -109,11 +109,11 @@ def cuda_world(monkeypatch):
 
 
 def test_device_cuda_reaches_every_loader(cuda_world, tmp_path):
+    import ast
+
     from kinject_utils import paraphrase as P
     from kinject_utils import retrieval
     from kinject_utils.data import make_fictional_news
-
-    import ast
 
     _, chosen, declared = runner.prepare(ROOT / "configs" / "tiny.yaml", root=ROOT, sets=["DEVICE=cuda"])
     # each notebook's parameters as it runs them: its declared defaults, then what the runner passes

@@ -13,7 +13,6 @@ where the kernel allows it, else ``getrusage`` (the process peak so far; ``mem_s
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -72,11 +71,19 @@ class CellMeter:
         else:
             hwm = _vm_hwm_mb() if self.source.startswith("VmHWM") else None
             if hwm is None:
-                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                hwm = rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-                self.source = "ru_maxrss (process peak so far)"
+                hwm, self.source = _process_peak_mb()
             peak = hwm
         return {"wall_s": time.perf_counter() - self.t0, "peak_mem_mb": round(peak, 1), "mem_source": self.source}
+
+
+def _process_peak_mb() -> tuple[float, str]:
+    """The process's peak resident memory so far (``getrusage``; NaN where it does not exist)."""
+    try:
+        import resource  # Unix only: imported here so the package still imports on Windows
+    except ImportError:
+        return float("nan"), "unavailable on this platform"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "ru_maxrss (process peak so far)"
 
 
 def _torch_cuda() -> bool:

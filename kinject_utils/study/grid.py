@@ -23,7 +23,8 @@ from typing import Any, Callable
 from .. import layout
 from ..device import normalise_dtype
 from ..io import content_hash, write_jsonl
-from ..log import get_logger, progress as progress_iter
+from ..log import get_logger
+from ..log import progress as progress_iter
 from .costs import CellMeter
 
 __all__ = ["ScoreSpec", "GridConfig", "plan_grid", "run_grid", "subset"]
