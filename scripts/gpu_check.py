@@ -79,8 +79,13 @@ def build_model(shape: str, device: str, folder: Path, dtype: str) -> dict:
                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    with torch.device(device):
-        model = MistralForCausalLM(cfg).to(getattr(torch, dtype))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))  # built in its final dtype: 7B in fp32 first would need 29 GB
+    try:
+        with torch.device(device):
+            model = MistralForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(previous)
     n_params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(folder, safe_serialization=True)
     build_tokenizer(cfg.vocab_size).save_pretrained(folder)
@@ -136,9 +141,21 @@ def check_qlora(folder: Path, device: str, micro_batches: list[int], steps: int,
         rows.append({"micro_batch": mb, "steps": res.steps, "tokens": res.tokens,
                      "tokens_per_s": round(res.tokens_per_s, 1), "peak_mem_gib": round(peak.gib, 2),
                      "mem_source": peak.source, "final_loss": res.final_loss})
+        _release(device)
         print(f"qlora micro-batch {mb:>3}: {rows[-1]['tokens_per_s']:>9,.1f} tok/s, peak {peak.gib:.2f} GiB "
               f"({peak.source}), loss {res.final_loss:.3f}", flush=True)
     return rows
+
+
+def _release(device: str) -> None:
+    """Free what the last run left on the card before the next measurement."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _questions(vocab: int, n: int, seed: int, prefix: str):
