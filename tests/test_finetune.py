@@ -420,3 +420,25 @@ def test_cuda_training_lands_on_the_gpu_and_scores_on_its_base(tiny, tmp_path, m
         import bitsandbytes as bnb
 
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def test_task_plan_sums_its_variants_and_warns_once(tiny, monkeypatch):
+    from kinject_utils.finetune import plan as plan_mod
+    from kinject_utils.tasks import Document
+
+    class _Task:
+        name = "big"
+        docs = [Document("d0", "", "The Varnholt ferry opened on the third of May. " * 400)]
+
+    monkeypatch.setitem(plan_mod.TOKENS_PER_S, (str(tiny), "lora", "float32", "cpu"), (50.0, "test"))
+    records, stop = _warnings()
+    try:
+        plans = ft.plan_task(str(tiny), _Task(), {"d0": ["A ferry opened in May. " * 400]},
+                             ft.preset("cpu", device="cpu", dtype="float32", epochs=5), sweep=[0, 1], n_par=1,
+                             fixed_budget="ft-reg", budget_minutes=1)
+    finally:
+        stop()
+    assert [p["label"].rsplit(" / ", 1)[1] for p in plans] == ["ft-reg", "ft-par", "ft-par-fixed"]
+    assert plans[2]["steps"] == plans[0]["steps"] < plans[1]["steps"]  # the fixed-step control: FT-reg's steps
+    assert len(records) == 1 and "3 adapters" in records[0].getMessage() \
+        and "MAX_TRAIN_TOKENS" in records[0].getMessage()

@@ -11,7 +11,6 @@ provenance in each entry), else a scaled estimate (said so in ``tokens_per_s_sou
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Mapping, Sequence
 
@@ -121,11 +120,14 @@ def plan_training(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, *,
     per_step = corpus_tokens / steps["steps_per_epoch"] if chunks else 0.0
     trained = int(round(per_step * steps["total_steps"]))
     tps, source = tokens_per_s(model_name, cfg.method, dtype, device, results_dir)
-    minutes = trained / tps / 60 if tps > 0 else math.inf
+    if tps <= 0:
+        raise ValueError(f"tokens/s for {model_name} is {tps} ({source}); fix the entry in TOKENS_PER_S")
+    minutes = trained / tps / 60
     name = label or model_name
-    msg = (f"{name}: {len(texts)} texts, {corpus_tokens:,} tokens, {len(chunks)} chunks, "
-           f"{steps['total_steps']} optimiser steps ({cfg.budget} budget), {trained:,} training tokens, "
-           f"~{minutes:.1f} min at {tps:.0f} tok/s ({source})")
+    summary = (f"{name}: {len(texts)} texts, {corpus_tokens:,} tokens, {len(chunks)} chunks, "
+               f"{steps['total_steps']} optimiser steps ({cfg.budget} budget), {trained:,} training tokens, "
+               f"~{minutes:.1f} min at {tps:.0f} tok/s ({source})")
+    msg = summary
     over = minutes > budget_minutes
     if over:
         cap = int(budget_minutes * 60 * tps)
@@ -136,7 +138,8 @@ def plan_training(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, *,
     return {"label": name, "model": model_name, "device": device, "dtype": dtype, "texts": len(texts),
             "corpus_tokens": corpus_tokens, "chunks": len(chunks), "steps_per_epoch": steps["steps_per_epoch"],
             "steps": steps["total_steps"], "tokens_trained": trained, "tokens_per_s": round(tps, 1),
-            "tokens_per_s_source": source, "minutes": round(minutes, 2), "over_budget": over, "message": msg}
+            "tokens_per_s_source": source, "minutes": round(minutes, 2), "over_budget": over, "summary": summary,
+            "message": msg}
 
 
 def plan_task(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str]], cfg: FinetuneConfig, *,
@@ -160,7 +163,9 @@ def plan_task(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str
     total = sum(p["minutes"] for p in plans)
     if total > budget_minutes:
         worst = max(plans, key=lambda p: p["minutes"])
-        log.warning("%s / %s plans ~%.0f min of training over %d adapters, over the %g-minute budget; the "
-                    "largest is %s. Cap it with MAX_TRAIN_TOKENS, fewer EPOCHS or a shorter corpus",
-                    model_name, task.name, total, len(plans), budget_minutes, worst["message"])
+        cap = int(budget_minutes * 60 * worst["tokens_per_s"] / len(plans))
+        log.warning("%s / %s plans ~%.0f min of training over %d adapters, over the %g-minute budget; the largest "
+                    "is %s. Cap it with MAX_TRAIN_TOKENS (%s per adapter fits the budget), fewer EPOCHS or a "
+                    "shorter corpus", model_name, task.name, total, len(plans), budget_minutes, worst["summary"],
+                    f"{cap:,}")
     return plans
