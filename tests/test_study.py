@@ -87,6 +87,8 @@ def _patch_loaders(monkeypatch, calls):
     from kinject_utils import models
 
     def fake_finetuned(name, adapter_dir, **kw):
+        # "as trained": no merge and no forced quantization, so a QLoRA adapter stays on its 4-bit base
+        assert not kw.get("merge") and kw.get("quantization") is None, kw
         calls.append(("ft", str(adapter_dir), kw.get("device"), kw.get("dtype")))
         return object(), object()
 
