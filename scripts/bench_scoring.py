@@ -95,18 +95,20 @@ def run_case(label: str, style: str, questions: list, contexts: list[str] | None
     theirs = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
     their_pred = [max(range(len(ll)), key=lambda j: (ll[j], -j)) for ll in theirs]
     our_pred = [r["pred"] for r in ours]
-    diff = max(abs(a - b) for r, ll in zip(ours, theirs) for a, b in zip(r["logliks"], ll))
+    diffs = [max(abs(a - b) for a, b in zip(r["logliks"], ll)) for r, ll in zip(ours, theirs)]
+    diff, worst = max(diffs), diffs.index(max(diffs))
     n = len(questions)
     t_ours, t_lm = spent["ours"], spent["lmeval"]
     out = {"case": label, "n": n, "ours_s": t_ours, "lmeval_s": t_lm,
            "ours_qps": n / t_ours, "lmeval_qps": n / t_lm, "ratio": t_lm / t_ours,
            "identical_predictions": our_pred == their_pred and [s["doc_id"] for s in samples] == list(range(n)),
-           "max_abs_loglik_diff": diff,
+           "max_abs_loglik_diff": diff, "worst_question": worst,
+           "worst_logliks": {"ours": ours[worst]["logliks"], "lmeval": theirs[worst]},
            "mean_ctx_tokens": sum(r["n_ctx_tokens"] for r in ours) / n,
            "mean_retrieved_tokens": sum(r["n_retrieved_tokens"] for r in ours) / n}
     print(f"{label:>28}: n={n}  ours {out['ours_qps']:.3f} q/s  lm-eval {out['lmeval_qps']:.3f} q/s  "
           f"ratio {out['ratio']:.2f}x  identical predictions: {out['identical_predictions']}  "
-          f"max |dlogL| {diff:.2e}  mean context {out['mean_ctx_tokens']:.0f} tokens", flush=True)
+          f"max |dlogL| {diff:.2e} (question {worst})  mean context {out['mean_ctx_tokens']:.0f} tokens", flush=True)
     return out
 
 

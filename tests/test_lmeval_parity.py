@@ -5,6 +5,8 @@ lm-eval 0.4.13 runs its own MMLU prompts (task files that ``include`` the instal
 chosen rows: plain questions, numeric-only options ("0.50"-style, which a careless CSV reader
 reformats) and multi-line questions. Letter and cloze style, 0- and 5-shot: the prompts must be
 string-identical, every per-choice log-likelihood within 1e-4, greedy flags and predictions equal.
+At 5-shot the two college_chemistry rows share their subject's prefix, so they go through the k-shot
+prefix cache (one forward over description + shots, then each question's own tokens).
 A second test feeds the harness hand-made requests whose contexts end in whitespace.
 """
 from __future__ import annotations
@@ -13,7 +15,6 @@ import os
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import MMLU_DIR, need
 
 pytestmark = pytest.mark.slow
@@ -50,9 +51,10 @@ def test_scores_match_lm_eval(harness, shots):
     from lm_eval.tasks import TaskManager
 
     from kinject_utils.data import load_mmlu
-    from kinject_utils.scoring import build_request, score_questions
+    from kinject_utils.scoring import build_request, capabilities, score_questions
 
     rows_for = ROWS if shots == 0 else ROWS_5SHOT
+    assert capabilities(harness.model).cached, capabilities(harness.model).reason  # the path under test
     res = lm_eval.simple_evaluate(
         model=harness.lm, tasks=list(harness.names.values()), num_fewshot=shots,
         samples={name: rows_for[subject] for (subject, _), name in harness.names.items()},
