@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -27,6 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from .log import get_logger
+
+_log = get_logger("models")
 
 __all__ = [
     "ModelSpec",
@@ -115,13 +118,12 @@ def get_spec(name: str) -> ModelSpec | None:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
+    """An inter-process lock (``filelock``: works on Linux, macOS and Windows alike)."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 def _package_dir(package: str) -> Path:
@@ -190,11 +192,12 @@ def resolve_model_dir(name: str) -> str:
     if spec is None:
         path = Path(name).expanduser()
         if path.exists():
-            if not path.is_dir() or not (path / "config.json").exists() and not (path / "modules.json").exists():
-                raise ModelUnavailableError(
-                    f"'{name}' exists but is not a model folder (no config.json). Point at the folder "
-                    "written by save_pretrained, or use a registered name: " + ", ".join(sorted(REGISTRY)))
-            return str(path)
+            return _check_local_folder(name, path)
+        if _looks_like_path(name):
+            raise ModelUnavailableError(
+                f"Model folder '{name}' does not exist ({path.resolve()}). Fix: check the path (relative "
+                "paths are read from the directory the notebook runs in: prefer an absolute path), or use "
+                "a registered name: " + ", ".join(sorted(REGISTRY)))
         if "/" not in name:
             raise ModelUnavailableError(
                 f"Unknown model '{name}'. Use a registered name ({', '.join(sorted(REGISTRY))}), "
@@ -211,10 +214,39 @@ def resolve_model_dir(name: str) -> str:
     with _file_lock(target.parent / f"{spec.name}.lock"):
         if not (target / "config.json").exists():  # another process may have finished meanwhile
             t0 = time.time()
-            print(f"[kinject] converting embedded {spec.name} GGUF -> safetensors in {target} (once)...")
+            _log.info("converting embedded %s GGUF -> safetensors in %s (once)...", spec.name, target)
             _convert_gguf(spec, target)
-            print(f"[kinject] converted {spec.name} in {time.time() - t0:.1f}s")
+            _log.info("converted %s in %.1fs", spec.name, time.time() - t0)
     return str(target)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A filesystem path rather than a hub id (``org/name``: one slash, no leading ``.``, ``/`` or ``~``)."""
+    return (name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or "\\" in name
+            or (len(name) > 1 and name[1] == ":"))
+
+
+def _check_local_folder(name: str, path: Path) -> str:
+    """A local model folder must hold a config, safetensors weights and a tokenizer; name what is missing."""
+    if not path.is_dir():
+        raise ModelUnavailableError(
+            f"'{name}' is a file, not a model folder. Fix: point at the folder written by save_pretrained "
+            "(config.json, *.safetensors, tokenizer files), or use a registered name: " + ", ".join(sorted(REGISTRY)))
+    if (path / "modules.json").exists():  # a sentence-transformers folder: its own loader checks the rest
+        return str(path)
+    missing = []
+    if not (path / "config.json").exists():
+        missing.append("config.json")
+    if not any(path.glob("*.safetensors")):
+        missing.append("safetensors weights (*.safetensors; .bin weights are not loaded)")
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        missing.append("a tokenizer (tokenizer.json or tokenizer.model + tokenizer_config.json)")
+    if missing:
+        raise ModelUnavailableError(
+            f"'{name}' is not a model folder kinject can load: it lacks {', '.join(missing)}. Fix: save the model and its tokenizer there "
+            "with model.save_pretrained(DIR, safe_serialization=True) and tokenizer.save_pretrained(DIR), "
+            "or download the whole repository (huggingface-cli download ORG/NAME --local-dir DIR).")
+    return str(path)
 
 
 def _check_hub(hub_id: str, name: str) -> str:

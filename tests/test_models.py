@@ -118,3 +118,42 @@ def test_read_jsonl_names_file_and_line_for_bad_bytes(tmp_path):
     p.write_bytes(b'{"doc_id": "a", "text": "ok"}\n{"doc_id": "b", "text": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"kb.jsonl, line 2: not valid UTF-8"):
         list(read_jsonl(p))
+
+
+@pytest.mark.parametrize("case, make, must", [
+    ("missing relative folder", lambda d: "./no/such/model", ["does not exist", "Fix"]),
+    ("missing absolute folder", lambda d: str(d / "nowhere"), ["does not exist", "Fix"]),
+    ("config only", lambda d: _folder(d, "config.json"), ["safetensors", "tokenizer", "save_pretrained"]),
+    ("no config", lambda d: _folder(d, "model.safetensors", "tokenizer.json"), ["config.json", "save_pretrained"]),
+    ("a file", lambda d: _folder(d, "config.json") + "/config.json", ["not a model folder", "Fix"]),
+])
+def test_bad_local_model_paths_name_the_problem_and_fix(tmp_path, monkeypatch, case, make, must):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = make(tmp_path)
+    with pytest.raises(models.ModelUnavailableError) as err:
+        models.resolve_model_dir(name)
+    msg = str(err.value)
+    for s in must:
+        assert s in msg, (case, msg)
+    assert "huggingface-cli download ./" not in msg  # a path is never offered as a hub id
+
+
+def _folder(root: Path, *files: str) -> str:
+    d = root / "m"
+    d.mkdir(exist_ok=True)
+    for f in files:
+        (d / f).write_text("{}")
+    return str(d)
+
+
+def test_complete_local_folder_is_accepted(tmp_path):
+    d = Path(_folder(tmp_path, "config.json", "model.safetensors", "tokenizer.json"))
+    assert models.resolve_model_dir(str(d)) == str(d)
+
+
+def test_models_module_does_not_need_fcntl():
+    import ast
+
+    tree = ast.parse(Path(models.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert "fcntl" not in names  # POSIX-only: the package must import on Windows
