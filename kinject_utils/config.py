@@ -4,6 +4,7 @@ A config file's keys are the dataclass's fields::
 
     extends: paper_base.yaml   # optional: a base file (relative to this one), deep-merged underneath
     name: tiny                 # executed notebooks go to runs/<name>/
+    run: ["01", "02", "03"]    # the notebooks this config runs, in number order (default: every one)
     description: ...
     offline: true              # sets HF_HUB_OFFLINE=1 so a hub id fails at once
     timeout_per_cell: 600      # seconds (null: none)
@@ -12,7 +13,7 @@ A config file's keys are the dataclass's fields::
 
 :meth:`RunSettings.check_against` validates every parameter against the notebooks' own declared
 parameters (papermill's inspection): unknown names (with a close match), notebook numbers that
-do not exist, values of the wrong type (``TASKS: fictional_news`` where a list is declared) and
+do not exist (in ``notebooks:`` or ``run:``), values of the wrong type (``TASKS: fictional_news`` where a list is declared) and
 secret-looking values (an API key pasted into a parameter). Messages name the key, never a
 secret's value, and the fix. All of this runs before papermill writes anything.
 """
@@ -31,7 +32,7 @@ from typing import Any
 __all__ = ["ConfigError", "RunSettings", "load_settings", "parse_set", "apply_sets", "normalise_only",
            "looks_like_secret", "check_value_type"]
 
-FIELDS = ("name", "description", "offline", "params", "notebooks", "timeout_per_cell", "extends")
+FIELDS = ("name", "description", "offline", "run", "params", "notebooks", "timeout_per_cell", "extends")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _KEY_PREFIXES = ("sk-", "sk_", "hf_", "bearer ", "ghp_", "gho_", "github_pat_", "xoxb-", "xoxp-", "glpat-",
                  "aiza", "akia", "eyj")
@@ -109,6 +110,7 @@ class RunSettings:
     offline: bool = False
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     notebooks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    run: list[str] | None = None
     timeout_per_cell: float | None = None
     extends: str | None = None
     source: str = dataclasses.field(default="<config>", compare=False)
@@ -139,6 +141,8 @@ class RunSettings:
                                   "values mappings of NAME: value, e.g. notebooks: {\"03\": {EPOCHS: 1}}")
             nbs[f"{int(k):02d}"] = v
         self.notebooks = nbs
+        if self.run is not None:
+            self.run = _notebook_numbers(self.run, where)
         for scope, mapping in [("params", self.params)] + [(f"notebooks.{n}", m) for n, m in nbs.items()]:
             for key, value in mapping.items():
                 problem = _secret_problem(str(key), value)
@@ -155,6 +159,11 @@ class RunSettings:
                 or a value of the wrong type.
         """
         where = self.source
+        for num in self.run or []:
+            if num not in declared:
+                raise ConfigError(f"{where}: run: there is no notebook {num}; the notebooks are "
+                                  f"{', '.join(sorted(declared))}. Fix: remove {num} from 'run' (or leave 'run' "
+                                  "out to run every notebook).")
         for num, over in self.notebooks.items():
             if num not in declared:
                 raise ConfigError(f"{where}: notebooks.{num}: there is no notebook {num}; the notebooks are "
@@ -184,10 +193,34 @@ class RunSettings:
                 if problem:
                     raise ConfigError(f"{where}: params.{key}: {problem}")
 
+    def selected(self, existing: list[str], only: list[str] | None = None) -> list[str]:
+        """The notebook numbers to execute, in order: ``run`` (default ``existing``), narrowed by ``--only``.
+
+        Raises:
+            ConfigError: an ``--only`` number outside this config's ``run`` list.
+        """
+        run = [n for n in sorted(existing) if self.run is None or n in self.run]
+        outside = sorted(set(only or []) - set(run))
+        if outside:
+            raise ConfigError(f"{self.source}: --only {' '.join(outside)}: not in this config's run list "
+                              f"({', '.join(run)}); --only narrows that list. Fix: pick from it, or widen it "
+                              f"with --set run=[{', '.join(sorted(set(run) | set(outside)))}].")
+        return [n for n in run if not only or n in only]
+
     def parameters_for(self, num: str, declared: dict[str, Any]) -> dict[str, Any]:
         """What notebook ``num`` gets: ``params`` then its own section, restricted to what it declares."""
         wanted = {**self.params, **self.notebooks.get(num, {})}
         return {k: v for k, v in wanted.items() if k in declared}
+
+
+def _notebook_numbers(run: Any, where: str) -> list[str]:
+    """``run:`` as sorted two-digit notebook numbers (YAML may give ``01`` as an int, ``"01"`` as text)."""
+    items = run if isinstance(run, (list, tuple)) else None
+    if not items or not all((isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 99)
+                            or (isinstance(x, str) and re.fullmatch(r"\d{1,2}", x.strip())) for x in items):
+        raise ConfigError(f"{where}: 'run' must be a non-empty list of notebook numbers, e.g. "
+                          f"run: [\"01\", \"02\", \"03\"], or left out to run every notebook; got {run!r}")
+    return sorted({f"{int(x):02d}" for x in items})
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -6,8 +6,9 @@
     python -m kinject_utils.runner -f configs/tiny.yaml --set 03.EPOCHS=2 --set SEED=1
     python -m kinject_utils.runner -f configs/paper_mistral7b.yaml --plan   # what it would do, offline
 
-The config format and its checks are in :mod:`kinject_utils.config` (``params`` for every notebook
-that declares them, ``notebooks: {"03": {...}}`` for one, ``extends:`` a base file). Every key and
+The config format and its checks are in :mod:`kinject_utils.config` (``run:`` the notebooks it
+executes, ``params`` for every notebook that declares them, ``notebooks: {"03": {...}}`` for one,
+``extends:`` a base file); ``--only`` narrows ``run:``. Every key and
 value is checked against the notebooks' declared parameters before anything runs.
 
 Executed copies go to ``runs/<name>/NN_*.ipynb`` (ignored by git) with ``timings.json``, the wall
@@ -152,7 +153,8 @@ def prepare(config: str | os.PathLike | dict | RunSettings, only: list[str] | No
     declared = {p.name[:2]: notebook_parameters(p) for p in notebooks}
     wanted = normalise_only(only, sorted(declared))
     settings.check_against(declared, only=wanted)
-    chosen = [p for p in notebooks if not wanted or p.name[:2] in wanted]
+    selected = settings.selected(sorted(declared), wanted)
+    chosen = [p for p in notebooks if p.name[:2] in selected]
     return settings, [(nb, settings.parameters_for(nb.name[:2], declared[nb.name[:2]])) for nb in chosen], declared
 
 
@@ -164,7 +166,7 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
 
     Args:
         config: a config path, a loaded :class:`RunSettings`, or a mapping of its fields.
-        only: notebook numbers to run (``["04", "05"]``); default all.
+        only: notebook numbers to run (``["04", "05"]``), within the config's ``run`` list; default all of it.
         root: repository root (default: found from cwd).
         out_dir: where executed copies go (default ``runs/<config name>``).
         extra_params: overrides of ``params`` (given to every notebook that declares them).

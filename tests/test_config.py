@@ -21,8 +21,10 @@ def _write(tmp_path: Path, body: str, name: str = "bad.yaml") -> Path:
 CASES = [
     ("misspelt notebook key", 'notebooks: {"01": {TASK_SIZ: large}}', [], None,
      ["notebooks.01.TASK_SIZ", "no parameter TASK_SIZ"], ["Did you mean TASK_SIZE?", "Its parameters:", "TOKENIZER"]),
-    ("unknown notebook", 'notebooks: {"07": {SEED: 1}}', [], None,
-     ["notebooks.07", "no notebook 07"], ["01, 02, 03, 04, 05, 06"]),
+    ("unknown notebook", 'notebooks: {"09": {SEED: 1}}', [], None,
+     ["notebooks.09", "no notebook 09"], ["01, 02, 03, 04, 05, 06, 07"]),
+    ("unknown notebook in run", 'run: ["01", "09"]', [], None,
+     ["run: there is no notebook 09"], ["remove 09 from 'run'", "01, 02, 03, 04, 05, 06, 07"]),
     ("TASKS as a string", "params: {TASKS: fictional_news}", [], None,
      ["params.TASKS"], ["TASKS must be a list, e.g. [fictional_news]"]),
     ("MODELS as a string", "params: {MODELS: smollm2-135m}", [], None,

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from kinject_utils import layout, runner
+from kinject_utils.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TASK = "fictional_news"
+SLICK_CATEGORIES = {"HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"}
 METHODS = {"base", "base+RAG", "FT-reg", "FT-par", "FT-reg+RAG", "FT-par+RAG"}
 
 
@@ -26,6 +28,31 @@ def test_shipped_configs_are_valid_against_the_notebooks():
     assert {"tiny.yaml", "default.yaml", "paper_base.yaml"} <= {c.name for c in configs}
     for c in configs:
         runner.load_config(c).check_against(declared)
+
+
+def test_run_field_chooses_the_notebooks_and_only_narrows_it(tmp_path):
+    def chosen(cfg, only=None, sets=None):
+        return [nb.name[:2] for nb, _ in runner.prepare(cfg, only=only, root=ROOT, sets=sets)[1]]
+
+    assert chosen(ROOT / "configs" / "default.yaml") == ["01", "02", "03", "04", "05", "06"]
+    assert chosen(ROOT / "configs" / "tiny.yaml") == ["01", "02", "03", "04", "05", "06", "07"]
+    assert chosen(ROOT / "configs" / "tiny.yaml", only=["07", "1"]) == ["01", "07"]
+    # YAML reads 01 as an int and 08 as text; both are notebook numbers; --set run=... overrides the list
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\nrun: [07, 01]\n", encoding="utf-8")
+    assert runner.load_config(cfg).run == ["01", "07"] and chosen(cfg) == ["01", "07"]
+    assert chosen(cfg, sets=["run=[2]"]) == ["02"]
+    assert chosen({"name": "all"}) == [p.name[:2] for p in runner.list_notebooks(ROOT)]
+    # an unknown number, a non-list, and --only outside run: each names the problem and the fix
+    cfg.write_text("name: c\nrun: [\"01\", \"09\"]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"run: there is no notebook 09; the notebooks are 01, .*07\. "
+                                          r"Fix: remove 09 from 'run'"):
+        runner.prepare(cfg, root=ROOT)
+    with pytest.raises(ConfigError, match=r"'run' must be a non-empty list of notebook numbers, e\.g\. run: \["):
+        runner.prepare({"name": "c", "run": "01"}, root=ROOT)
+    with pytest.raises(ConfigError, match=r"--only 07: not in this config's run list \(01, 02, 03, 04, 05, 06\).*"
+                                          r"--set run=\[01, 02, 03, 04, 05, 06, 07\]"):
+        runner.prepare(ROOT / "configs" / "default.yaml", only=["07"], root=ROOT)
 
 
 def test_paper_configs_share_one_base_and_differ_only_in_model_and_folders():
@@ -140,6 +167,15 @@ def check_stage_outputs(results: Path) -> None:
     claims = claims.get("claims", claims) if isinstance(claims, dict) else claims
     assert len({c["claim"] for c in claims}) == 5, claims
     assert layout.claims_md(results).exists()
+    # 07: a SliCK category for every categorised question, and the four findings (each with a verdict)
+    slick = _rows(layout.slick_csv(results))
+    assert slick and all(r["category"] in SLICK_CATEGORIES for r in slick), {r["category"] for r in slick}
+    assert all(r["model"] and r["id"] for r in slick)
+    findings = layout.slick_claims_md(results).read_text(encoding="utf-8")
+    assert [line[:13] for line in findings.splitlines() if line.startswith("## Finding ")] == [
+        f"## Finding {i}:" for i in (1, 2, 3, 4)], findings
+    assert findings.count("**supported**") + findings.count("**not supported**") + findings.count(
+        "**undecided**") >= 4, findings
 
 
 @pytest.mark.slow
@@ -147,10 +183,11 @@ def test_tiny_config_end_to_end(tmp_path):
     results, figures = tmp_path / "results", tmp_path / "figures"
     executed = runner.run_notebooks(ROOT / "configs" / "tiny.yaml", root=ROOT, out_dir=tmp_path / "runs",
                                     extra_params={"RESULTS_DIR": str(results), "FIGURES_DIR": str(figures)})
-    assert [p.name[:2] for p in executed] == ["01", "02", "03", "04", "05", "06"]
+    nums = ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in executed] == nums
     check_stage_outputs(results)
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())["seconds"]
-    assert set(timings) == {"01", "02", "03", "04", "05", "06"} and all(v > 0 for v in timings.values())
+    assert set(timings) == set(nums) and all(v > 0 for v in timings.values())
 
 
 @pytest.mark.functional
