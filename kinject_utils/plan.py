@@ -11,6 +11,9 @@ tokens than SmolLM2's 49k one). Times come only from measured throughputs:
   3,937 / 4,084 tokens/s. Other micro-batches use the nearest measured one below.
 * CPU training: :func:`kinject_utils.finetune.plan_training`'s figure (an adapter this config
   already trained here, else the finetune package's measured table), else :data:`CPU_TRAIN_TOKS_PER_S`.
+* Local paraphrasing (notebook 02): :data:`kinject_utils.paraphrase.LOCAL_SECONDS_PER_REQUEST`, measured here,
+  at the upper bound (every retry used); a bring-your-own task's FT-par is planned with notebook 02's
+  paraphrases (its file if written, else N per document, each as long as the document).
 * Scoring on a GPU: not measured as requests/s (only relative to lm-eval), so the plan says so.
 """
 from __future__ import annotations
@@ -20,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import layout
 
 #: H100 80GB, QLoRA r=64 at Mistral-7B shape, checkpointing on: micro-batch -> measured tokens/s
 GPU_QLORA_TOKS_PER_S = {4: 1273.0, 16: 3585.0, 32: 3937.0, 64: 4084.0}
@@ -116,9 +121,66 @@ def _task_sizes(p01: dict[str, Any], count: _Counter) -> dict[str, dict[str, Any
                          "note": f"5 subjects, {n} test questions; knowledge base: "
                                  + ("Wikipedia, size unknown offline" if kb == "wikipedia" else "none (no RAG, no FT)"),
                          "kb_unknown": kb == "wikipedia"}
+        elif task == "custom":
+            out[task] = _custom_size(p01, count)
         else:
-            out[task] = {"note": "bring-your-own task: size known after notebook 01"}
+            out[task] = {"note": "unknown task: size known after notebook 01"}
     return out
+
+
+def _custom_size(p01: dict[str, Any], count: _Counter) -> dict[str, Any]:
+    """The bring-your-own task read from CUSTOM_DOCS_DIR + CUSTOM_QUESTIONS (as notebook 01 reads it)."""
+    from .data import load_custom_task
+    from .io import resolve_path
+
+    docs, questions = p01.get("CUSTOM_DOCS_DIR"), p01.get("CUSTOM_QUESTIONS")
+    if not docs or not questions:
+        return {"note": "bring-your-own task: set CUSTOM_DOCS_DIR and CUSTOM_QUESTIONS (notebook 01 stops without)"}
+    try:
+        task = load_custom_task(resolve_path(docs), resolve_path(questions))
+    except Exception as exc:  # noqa: BLE001 - the plan reports it; notebook 01 raises it with the fix
+        return {"note": f"bring-your-own task not readable: {exc}"}
+    return _measure(task, count, f"read from {docs} and {questions}")
+
+
+def _plan_02(p: dict[str, Any], sizes: dict[str, Any], results_dir: Path, count: _Counter) -> NotebookPlan:
+    """Backend, requests and expected minutes per task; a task that ships no rewordings gets the paraphrases
+    notebook 02 will write (its file if already written, else N per document as long as the document) for 03."""
+    from .paraphrase import backend_for, format_budget, paraphrase_budget, read_paraphrases
+
+    backend = p.get("PARAPHRASE_BACKEND")
+    plan = NotebookPlan("02", "paraphrase", [f"backend {backend} on {_device(p.get('DEVICE', 'cpu'))}"])
+    minutes = 0.0
+    for name in p.get("TASKS") or []:
+        size = sizes.get(name, {})
+        task = size.get("task")
+        if task is None or not task.docs:
+            plan.lines.append(f"  {name}: {size.get('note', 'no knowledge base')}: nothing to paraphrase")
+            continue
+        kind, why = backend_for(backend, task)
+        if kind is None:
+            plan.lines.append(f"  WARNING {why}")
+            continue
+        b = paraphrase_budget(task, kind, int(p.get("N_PARAPHRASES", 10)), int(p.get("MAX_RETRIES", 0)),
+                              model=p.get("PARAPHRASE_MODEL", "smollm2-135m"),
+                              max_new_tokens=int(p.get("LOCAL_MAX_NEW_TOKENS", 256)))
+        plan.lines.append(f"  {format_budget(b)} [{why}]")
+        if b["minutes_max"] is None:
+            plan.unmeasured.append(f"02 {name} paraphrasing")
+        else:
+            minutes += b["minutes_max"]
+        if kind != "generator":
+            written = layout.paraphrase_file(results_dir, name)
+            task.paraphrases = read_paraphrases(results_dir, name) if written.exists() else \
+                {d.doc_id: [d.text] * int(p.get("N_PARAPHRASES", 10)) for d in task.docs}
+            size["par_tokens"] = {d: [count([x]) for x in ps] for d, ps in task.paraphrases.items()}
+            plan.lines.append(f"  {name}: notebook 03 planned with " + (f"the paraphrases in {written}" if
+                              written.exists() else "every paraphrase assumed as long as its document"))
+    if p.get("LOCAL_SAMPLE_DOCS"):
+        plan.lines.append(f"  + local-model comparison on {p['LOCAL_SAMPLE_DOCS']} documents of "
+                          f"{p.get('LOCAL_SAMPLE_TASK')} (not included in the time)")
+    plan.hours = minutes / 60
+    return plan
 
 
 def _measure(task: Any, count: _Counter, note: str) -> dict[str, Any]:
@@ -288,6 +350,9 @@ def plan_run(settings: Any, chosen: list[tuple[Path, dict[str, Any]]],
     p01 = allp.get("01", {})
     count = _Counter()
     sizes = _task_sizes(p01, count)
+    # 02 first, always: a task without rewordings gets notebook 02's paraphrases, which 03 plans with
+    plan02 = _plan_02(allp["02"], sizes, Path(allp["02"].get("RESULTS_DIR", "results")), count) if "02" in allp \
+        else None
     out = []
     for nb, _ in chosen:
         num, p = nb.name[:2], allp[nb.name[:2]]
@@ -298,13 +363,8 @@ def plan_run(settings: Any, chosen: list[tuple[Path, dict[str, Any]]],
                 pl.lines.append(f"  {task}: " + (f"{s['questions']:,} questions, {s.get('docs', 0):,} documents, "
                                                  f"{sum(s.get('doc_tokens', {}).values()):,} KB tokens; "
                                                  if "questions" in s else "") + s.get("note", ""))
-        elif num == "02":
-            backend = p.get("PARAPHRASE_BACKEND")
-            loads = [] if backend == "generator" else [p.get("PARAPHRASE_MODEL")]
-            if p.get("LOCAL_SAMPLE_DOCS"):
-                loads.append(f"{p.get('PARAPHRASE_MODEL')} (comparison on {p['LOCAL_SAMPLE_DOCS']} documents)")
-            pl = NotebookPlan(num, "paraphrase", [f"backend {backend}; loads {loads or 'no model'}"
-                                                  + (f" on {_device(p.get('DEVICE', 'cpu'))}" if loads else "")])
+        elif num == "02" and plan02 is not None:
+            pl = plan02
         elif num == "03":
             pl = _plan_03(p, sizes, Path(p.get("RESULTS_DIR", "results")), count.tok)
         elif num == "04":
@@ -332,6 +392,8 @@ def format_plan(plans: list[NotebookPlan]) -> str:
         lines += [f"    {x}" for x in p.lines]
     measured = sum(p.hours for p in plans if p.hours)
     unmeasured = [u for p in plans for u in p.unmeasured]
+    par = any(p.num == "02" and p.hours for p in plans)
     lines.append(f"expected: {measured:.2f} h ({measured * 60:.1f} min) of training from measured tokens/s"
+                 + (" and local paraphrasing from measured seconds per request (at most)" if par else "")
                  + (f"; not included (not measured): {', '.join(unmeasured)}" if unmeasured else ""))
     return "\n".join(lines)

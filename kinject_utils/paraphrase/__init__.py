@@ -16,13 +16,22 @@ until ``n`` are accepted or ``ceil(n / per_call) + max_retries`` requests were m
 
 Modules: prompt (the paper's prompt), parse (the one JSON-repair parser), check (the fact check),
 redact (secrets out of everything kept or shown), base / local / openai_compat / generator (the
-backends), cache (the reply cache), run (the loop, output files, statistics).
+backends), budget (the backend per task, requests and expected minutes), cache (the reply cache), run (the
+loop, output files, statistics).
 
 The API key of an HTTP endpoint is read from the environment variable *named* by
 ``api_key_env``; it is never stored on the backend, and every reply, cache entry, error and log
 line is redacted (the key whole or cut, any ``Bearer``/``sk-`` token).
 """
 from .base import ChatBackend, ParaphraseBackend, ParaphraseBackendError, Reply
+from .budget import (
+                  BACKEND_CHOICES,
+                  LOCAL_SECONDS_PER_REQUEST,
+                  backend_for,
+                  coverage_note,
+                  format_budget,
+                  paraphrase_budget,
+)
 from .cache import cache_file
 from .check import (
                   check_paraphrase,
@@ -48,6 +57,12 @@ from .run import (
 )
 
 __all__ = [
+                  "BACKEND_CHOICES",
+                  "LOCAL_SECONDS_PER_REQUEST",
+                  "backend_for",
+                  "coverage_note",
+                  "format_budget",
+                  "paraphrase_budget",
                   "PARAPHRASE_PROMPT",
                   "PROMPT_ID",
                   "STATS_COLUMNS",
