@@ -13,8 +13,8 @@ A config file's keys are the dataclass's fields::
 
 :meth:`RunSettings.check_against` validates every parameter against the notebooks' own declared
 parameters (papermill's inspection): unknown names (with a close match), notebook numbers that
-do not exist (in ``notebooks:`` or ``run:``), values of the wrong type (``TASKS: fictional_news`` where a list is declared) and
-secret-looking values (an API key pasted into a parameter). Messages name the key, never a
+do not exist (in ``notebooks:`` or ``run:``), values of the wrong type (``TASKS: fictional_news``
+where a list is declared) and secret-looking values (an API key pasted into a parameter). Messages name the key, never a
 secret's value, and the fix. All of this runs before papermill writes anything.
 """
 from __future__ import annotations

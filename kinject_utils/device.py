@@ -22,6 +22,8 @@ import functools
 import os
 from pathlib import Path
 
+from .settings import is_device_name
+
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -51,7 +53,7 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if cuda_available() else "cpu"
     if d == "cpu":
         return "cpu"
-    if d == "cuda" or d.startswith("cuda:"):
+    if is_device_name(d):  # cuda or cuda:N
         if not cuda_available():
             raise DeviceError(f"DEVICE={device!r}, but torch sees no CUDA GPU (a CPU build of torch, or "
                               "no GPU here). Set DEVICE: cpu or auto, or install a CUDA build of torch "

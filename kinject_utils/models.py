@@ -243,7 +243,8 @@ def _check_local_folder(name: str, path: Path) -> str:
         missing.append("a tokenizer (tokenizer.json or tokenizer.model + tokenizer_config.json)")
     if missing:
         raise ModelUnavailableError(
-            f"'{name}' is not a model folder kinject can load: it lacks {', '.join(missing)}. Fix: save the model and its tokenizer there "
+            f"'{name}' is not a model folder kinject can load: it lacks {', '.join(missing)}. "
+            "Fix: save the model and its tokenizer there "
             "with model.save_pretrained(DIR, safe_serialization=True) and tokenizer.save_pretrained(DIR), "
             "or download the whole repository (huggingface-cli download ORG/NAME --local-dir DIR).")
     return str(path)

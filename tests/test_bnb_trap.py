@@ -1,4 +1,4 @@
-"""Regression test for the bitsandbytes CPU trap (STACK.md trap 1).
+"""Regression test for the bitsandbytes CPU trap (the 4-bit weight repack on the first eval forward).
 
 bitsandbytes 0.50 on a CPU with avx512_bf16: the first eval-mode no-grad forward of a
 ``bnb.nn.Linear4bit`` repacks its weights in place for an inference-only kernel; QLoRA training
@@ -9,9 +9,13 @@ evaluate) walks straight into it, so this test replays that flow on a tiny rando
 """
 from __future__ import annotations
 
-import pytest
+from typing import TYPE_CHECKING
 
+import pytest
 from finetune_tiny import make_tiny_llama
+
+if TYPE_CHECKING:
+    import torch
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +36,7 @@ def _lora(model, seed: int = 0):
     return model
 
 
-def _lora_grads(model, ids) -> "torch.Tensor":
+def _lora_grads(model, ids) -> torch.Tensor:
     import torch
 
     model.train()
@@ -41,7 +45,7 @@ def _lora_grads(model, ids) -> "torch.Tensor":
     return torch.cat([p.grad.float().flatten() for n, p in sorted(model.named_parameters()) if "lora_" in n])
 
 
-def _reference_grads(folder, qmodel, ids) -> "torch.Tensor":
+def _reference_grads(folder, qmodel, ids) -> torch.Tensor:
     """LoRA gradients of a float32 model whose linear weights are the dequantized nf4 weights."""
     import bitsandbytes as bnb
     import bitsandbytes.functional as bf
@@ -59,7 +63,7 @@ def _reference_grads(folder, qmodel, ids) -> "torch.Tensor":
             if isinstance(mod, torch.nn.Linear) and name != "lm_head":
                 assert isinstance(q, bnb.nn.Linear4bit), f"{name} is not 4-bit in the quantized model"
                 mod.weight.copy_(bf.dequantize_4bit(q.weight.data, q.weight.quant_state).float())
-            elif q is not None and hasattr(mod, "weight") and isinstance(getattr(mod, "weight"), torch.nn.Parameter) \
+            elif q is not None and hasattr(mod, "weight") and isinstance(mod.weight, torch.nn.Parameter) \
                     and not isinstance(mod, torch.nn.Linear):
                 mod.weight.copy_(q.weight.float())  # norms/embeddings: the bf16-rounded values
     return _lora_grads(_lora(ref), ids)

@@ -99,9 +99,9 @@ def test_chunking_rejects_bad_input(tok):
 @pytest.mark.parametrize("kwargs, err, match", [
     (dict(epochs=6), ValueError, "allow_more_epochs"),
     (dict(lr="1e-3"), TypeError, "1.0e-3"),
-    (dict(lr=0.0), ValueError, "lr must be in"),
+    (dict(lr=0.0), ValueError, r"lr must be a number in \(0, 1\), got 0.0; the paper searched"),
     (dict(micro_batch=True), TypeError, "integer"),
-    (dict(micro_batch=0), ValueError, "micro_batch must be >= 1"),
+    (dict(micro_batch=0), ValueError, "micro_batch must be an integer >= 1, got 0"),
     (dict(method="qlora4"), ValueError, "'qlora', 'lora', 'full'"),
     (dict(budget="steps"), ValueError, "max_steps >= 1"),
     (dict(budget="tokens"), ValueError, "max_tokens >= 1"),
@@ -109,6 +109,9 @@ def test_chunking_rejects_bad_input(tok):
     (dict(target_modules=[]), ValueError, "all-linear"),
     (dict(packing="yes"), TypeError, "true/false"),
     (dict(lora_dropout=1.0), ValueError, "lora_dropout"),
+    (dict(device="gpu"), ValueError, r"FinetuneConfig.device must be one of .*cuda:N.*got 'gpu'"),
+    (dict(device="cuda:x"), ValueError, "cuda:N"),
+    (dict(chunk_len=1), ValueError, r"FinetuneConfig.chunk_len must be an integer >= 2, got 1; the paper's is 256"),
 ])
 def test_config_errors_name_the_fix(kwargs, err, match):
     with pytest.raises(err, match=match):
@@ -125,6 +128,9 @@ def test_config_presets_and_from_dict():
     assert (cpu.method, cpu.lora_r, cpu.lora_alpha, cpu.lr, cpu.effective_batch) == ("lora", 16, 32, 1e-3, 8)
     assert cpu.dtype == "auto" and ft.preset("cpu") == cpu and ft.preset("paper_qlora") == paper
     assert ft.FinetuneConfig.from_dict({"lr": 3e-4}).lr == 3e-4
+    # every device name resolve_device accepts (whether CUDA is there is checked when it is resolved)
+    assert [ft.FinetuneConfig(device=d).device for d in ("auto", "cpu", "cuda", "cuda:0", "cuda:1")] == [
+        "auto", "cpu", "cuda", "cuda:0", "cuda:1"]
     with pytest.raises(ValueError, match="unknown FinetuneConfig setting"):
         ft.FinetuneConfig.from_dict({"learning_rate": 3e-4})
     base = ft.FinetuneConfig()

@@ -107,6 +107,8 @@ def small_task(name: str = "toy") -> Task:
     ({"retriever": "sparse"}, "retriever"), ({"index": "lsh"}, "index"), ({"k_max": -1}, "k_max"),
     ({"k_max": 1.5}, "k_max"), ({"passage_words": 5}, "passage_words"), ({"batch_size": 0}, "batch_size"),
     ({"embedder": ""}, "embedder"), ({"device": "tpu"}, "device"), ({"bm25_b": 2}, "bm25_b"),
+    ({"device": "cuda:x"}, r"RetrievalConfig.device must be one of .* or cuda:N"),
+    ({"bm25_k1": "1.5"}, r"RetrievalConfig.bm25_k1 must be a number >= 0, got '1.5' \(str\)"),
 ])
 def test_config_rejects_bad_values_naming_the_field(kwargs, word):
     with pytest.raises(ValueError, match=word):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..io import content_hash, read_json
+from ..settings import SettingTypeError, check_bool, check_choice, check_device, check_float, check_int
 
 MANIFEST = "manifest.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -23,12 +24,10 @@ SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit")
 BUDGETS = ("epochs", "steps", "tokens")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
-DEVICES = ("auto", "cpu", "cuda")
 MAX_PAPER_EPOCHS = 5  # "at most 5 epochs" (paper, section 4.1)
 PAPER_BATCH = 64  # chunks per optimiser step (paper, section 4.1)
 
-_INT = (int,)
-_NUM = (int, float)
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclasses.dataclass
@@ -73,7 +72,7 @@ class FinetuneConfig:
         max_steps, max_tokens: the budget for ``steps`` / ``tokens``.
         max_train_tokens: a cap on top of any budget (0 = none): training stops after the step
             that reaches this many real tokens. The fix for a corpus that plans too long a run.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (resolved by :mod:`kinject_utils.device`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (resolved by :mod:`kinject_utils.device`).
     """
 
     method: str = "lora"
@@ -104,58 +103,39 @@ class FinetuneConfig:
     max_train_tokens: int = 0
     device: str = "auto"
 
-    _TYPES = {
-        "method": (str,), "lora_r": _INT, "lora_alpha": _NUM, "lora_dropout": _NUM, "lr": _NUM,
-        "epochs": _INT, "allow_more_epochs": (bool,), "grad_accum": _INT, "batch": _INT,
-        "max_grad_norm": _NUM, "warmup_ratio": _NUM, "schedule": (str,), "optimizer": (str,),
-        "weight_decay": _NUM, "gradient_checkpointing": (bool,), "seed": _INT,
-        "checkpoint_every": _INT, "packing": (bool,), "chunk_len": _INT, "dtype": (str,),
-        "budget": (str,), "max_steps": _INT, "max_tokens": _INT, "max_train_tokens": _INT, "device": (str,),
-    }
     # Settings that do not change the trained weights (left out of the run key).
     _NOT_IN_KEY = ("checkpoint_every",)
 
     def __post_init__(self) -> None:
-        for name, types in self._TYPES.items():
-            v = getattr(self, name)
-            if not (isinstance(v, types) and (bool in types or not isinstance(v, bool))):
-                hint = ""
-                if isinstance(v, str) and types is _NUM:
-                    hint = " (in YAML write a float with a dot, e.g. 1.0e-3: '1e-3' reads as a string)"
-                want = "true/false" if types == (bool,) else ("a number" if types is _NUM else
-                                                               "an integer" if types is _INT else "a string")
-                raise TypeError(f"FinetuneConfig.{name} must be {want}, got {v!r} ({type(v).__name__}){hint}")
+        for name in ("allow_more_epochs", "gradient_checkpointing", "packing"):
+            check_bool(self, name)
+        for name, lo in (("lora_r", 1), ("epochs", 1), ("grad_accum", 1), ("batch", 0), ("seed", 0),
+                         ("checkpoint_every", 0), ("max_steps", 0), ("max_tokens", 0), ("max_train_tokens", 0)):
+            check_int(self, name, lo)
+        check_int(self, "chunk_len", 2, hint="the paper's is 256")
         mb = self.micro_batch
         if mb != "auto" and (isinstance(mb, bool) or not isinstance(mb, int)):
-            raise TypeError(f"FinetuneConfig.micro_batch must be an integer or 'auto', got {mb!r}")
-        if isinstance(self.lora_dropout, int):
-            self.lora_dropout = float(self.lora_dropout)
-        aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-        self.dtype = aliases.get(self.dtype.lower(), self.dtype.lower())
+            raise SettingTypeError(f"FinetuneConfig.micro_batch must be an integer or 'auto', got {mb!r}")
+        if mb != "auto":
+            check_int(self, "micro_batch", 1)
+        check_float(self, "lora_alpha", 0, lo_open=True)
+        check_float(self, "lora_dropout", 0, 1, hi_open=True)
+        self.lora_dropout = float(self.lora_dropout)
+        check_float(self, "lr", 0, 1, lo_open=True, hi_open=True,
+                    hint="the paper searched 1e-6..5e-5 for full FT, QLoRA uses 2e-4, the CPU default is 1e-3")
+        check_float(self, "warmup_ratio", 0, 1, hi_open=True)
+        check_float(self, "max_grad_norm", 0)
+        check_float(self, "weight_decay", 0)
+        for name in ("method", "schedule", "optimizer", "budget", "dtype", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise SettingTypeError(f"FinetuneConfig.{name} must be a string, got {getattr(self, name)!r}")
+        self.dtype = _DTYPE_ALIASES.get(self.dtype.lower(), self.dtype.lower())
         for name, allowed in (("method", METHODS), ("schedule", SCHEDULES), ("optimizer", OPTIMIZERS),
-                              ("budget", BUDGETS), ("dtype", DTYPES), ("device", DEVICES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"FinetuneConfig.{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+                              ("budget", BUDGETS), ("dtype", DTYPES)):
+            check_choice(self, name, allowed)
+        check_device(self)
         self._check_modules()
-        for name in ("lora_r", "grad_accum", "epochs") + (() if mb == "auto" else ("micro_batch",)):
-            if getattr(self, name) < 1:
-                raise ValueError(f"FinetuneConfig.{name} must be >= 1, got {getattr(self, name)}")
         self._check_batch()
-        if self.lora_alpha <= 0:
-            raise ValueError(f"FinetuneConfig.lora_alpha must be > 0, got {self.lora_alpha}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"FinetuneConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if not 0.0 < self.lr < 1.0:
-            raise ValueError(f"FinetuneConfig.lr must be in (0, 1), got {self.lr}; the paper searched "
-                             "1e-6..5e-5 for full FT, QLoRA uses 2e-4, the CPU default is 1e-3")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"FinetuneConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("max_grad_norm", "weight_decay", "checkpoint_every", "max_steps", "max_tokens",
-                     "max_train_tokens", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"FinetuneConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.chunk_len < 2:
-            raise ValueError(f"FinetuneConfig.chunk_len must be >= 2 (paper: 256), got {self.chunk_len}")
         if self.budget == "epochs" and self.epochs > MAX_PAPER_EPOCHS and not self.allow_more_epochs:
             raise ValueError(f"FinetuneConfig.epochs={self.epochs}: the paper trains at most "
                              f"{MAX_PAPER_EPOCHS} epochs. Use epochs<={MAX_PAPER_EPOCHS}, or set "

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..settings import check_choice, check_device, check_float, check_int
+
 RETRIEVERS = ("dense", "bm25", "hybrid")
 INDEXES = ("flat", "hnsw", "ivf")
 
@@ -23,7 +25,7 @@ class RetrievalConfig:
             22% of fictional-knowledge passages ran over and were embedded from their start only).
         include_title: start each passage with its document's title line.
         batch_size: embedder batch size.
-        device: ``cpu``, ``cuda`` or ``auto`` for the embedder.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the embedder.
         query_instruction: prefix for queries; ``None`` takes the registry's (BGE v1 has one).
         compare: also compute recall for the other two retrievers (cheap once embedded).
         rrf_k: the constant in 1 / (rrf_k + rank); 60 as in Cormack et al. 2009.
@@ -53,42 +55,25 @@ class RetrievalConfig:
     ivf_nprobe: int = 8
 
     def __post_init__(self) -> None:
-        def _int(name: str, lo: int, hi: int | None = None) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-                rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-                raise ValueError(f"RetrievalConfig.{name} must be an integer in {rng}, got {v!r}")
-
         if not isinstance(self.embedder, str) or not self.embedder.strip():
             raise ValueError("RetrievalConfig.embedder must name an embedder, e.g. 'minilm-l6' "
                              "(embedded) or 'bge-large-en' (paper, needs the hub)")
-        _int("k_max", 0, 100)
-        if self.retriever not in RETRIEVERS:
-            raise ValueError(f"RetrievalConfig.retriever must be one of {RETRIEVERS}, got {self.retriever!r}")
-        if self.index not in INDEXES:
-            raise ValueError(f"RetrievalConfig.index must be one of {INDEXES} ('flat' is exact; "
-                             f"'hnsw'/'ivf' are approximate for large corpora), got {self.index!r}")
-        _int("passage_words", 0)
+        check_int(self, "k_max", 0, 100)
+        check_choice(self, "retriever", RETRIEVERS)
+        check_choice(self, "index", INDEXES, hint="'flat' is exact; 'hnsw'/'ivf' are approximate for large corpora")
+        check_int(self, "passage_words", 0)
         if 0 < self.passage_words < 10:
             raise ValueError(f"RetrievalConfig.passage_words={self.passage_words} is too short to "
                              "hold a sentence; use >= 10 (e.g. 200) or 0 for whole documents")
-        _int("batch_size", 1)
-        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"RetrievalConfig.device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        check_int(self, "batch_size", 1)
+        check_device(self)
         if self.query_instruction is not None and not isinstance(self.query_instruction, str):
             raise ValueError("RetrievalConfig.query_instruction must be a string or None (registry default)")
-        _int("rrf_k", 0)
-        _int("fusion_depth", 1)
-        _int("hnsw_m", 2)
-        _int("ef_search", 1)
-        _int("ivf_nlist", 0)
-        _int("ivf_nprobe", 1)
-        for name in ("bm25_k1", "bm25_b"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"RetrievalConfig.{name} must be a number >= 0, got {v!r}")
-        if self.bm25_b > 1:
-            raise ValueError(f"RetrievalConfig.bm25_b must lie in 0..1, got {self.bm25_b}")
+        for name, lo in (("rrf_k", 0), ("fusion_depth", 1), ("hnsw_m", 2), ("ef_search", 1), ("ivf_nlist", 0),
+                         ("ivf_nprobe", 1)):
+            check_int(self, name, lo)
+        check_float(self, "bm25_k1", 0)
+        check_float(self, "bm25_b", 0, 1)
 
     @property
     def needs_dense(self) -> bool:
