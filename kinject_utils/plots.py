@@ -39,6 +39,23 @@ def _save(fig: Any, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _axes(width: float = 7, height: float = 4) -> tuple[Any, Any]:
+    """A new figure and its one axes."""
+    return _plt().subplots(figsize=(width, height))
+
+
+def _finish(fig: Any, ax: Any, path: str | Path, title: str, ylabel: str, xlabel: str = "",
+            empty: str | None = None) -> Path:
+    """Title and label the axes, say ``empty`` in the middle when there was nothing to draw, and save."""
+    if empty:
+        ax.text(0.5, 0.5, empty, ha="center", transform=ax.transAxes)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def _main_rows(scores: Any) -> Any:
     """Rows of the method table: overall subject, one K per RAG method (the configured one)."""
     if scores is None or len(scores) == 0:
@@ -93,9 +110,8 @@ def table1_markdown(scores: Any) -> str:
 
 def fig_box_by_method(scores: Any, path: str | Path) -> Path:
     """Figure 2: distribution of accuracy over all experiments (model × task × shots), per method."""
-    plt = _plt()
     s = _main_rows(scores)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _axes()
     data, labels = [], []
     for m in METHOD_ORDER:
         v = [] if s is None or not len(s) else list(s.loc[s["method"] == m, "score"])
@@ -104,13 +120,10 @@ def fig_box_by_method(scores: Any, path: str | Path) -> Path:
             labels.append(f"{m}\n(n={len(v)})")
     if data:
         ax.boxplot(data, tick_labels=labels)
-    else:
-        ax.text(0.5, 0.5, "no scores yet", ha="center", transform=ax.transAxes)
     ax.axhline(0.25, ls="--", c="grey", lw=1, label="chance (4 options)")
-    ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy by method over all experiments (Figure 2)")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Accuracy by method over all experiments (Figure 2)", "accuracy",
+                   empty=None if data else "no scores yet")
 
 
 def relative_gain(scores: Any) -> Any:
@@ -132,77 +145,61 @@ def relative_gain(scores: Any) -> Any:
 
 def fig_relative_gain(scores: Any, path: str | Path) -> Path:
     """Mean relative accuracy gain over the base model (Eq. 5) per method, per model."""
-    plt = _plt()
     g = relative_gain(scores)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _axes()
     if len(g):
         piv = g.groupby(["method", "model"])["gain"].mean().unstack("model")
         piv = piv.reindex([m for m in METHOD_ORDER if m in piv.index])
         piv.plot.bar(ax=ax, rot=20)
-    else:
-        ax.text(0.5, 0.5, "no scores yet", ha="center", transform=ax.transAxes)
     ax.axhline(0, c="k", lw=0.8)
-    ax.set_ylabel("relative gain (L' - L) / L")
-    ax.set_title("Relative accuracy gain per method (Eq. 5)")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Relative accuracy gain per method (Eq. 5)", "relative gain (L' - L) / L",
+                   empty=None if len(g) else "no scores yet")
 
 
 def fig_train_loss(loss: Any, path: str | Path) -> Path:
     """Figure 3: training loss per step, one line per (model, task, variant) of the main variants."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if loss is not None and len(loss):
+    fig, ax = _axes()
+    has = loss is not None and len(loss) > 0
+    if has:
         for (model, task, variant), g in loss.groupby(["model", "task", "variant"]):
             ax.plot(g["step"], g["loss"], lw=1, label=f"{model} {task} {variant}")
         ax.legend(fontsize=6, ncol=2)
-    else:
-        ax.text(0.5, 0.5, "no training log", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss")
-    ax.set_title("Training loss (Figure 3)")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Training loss (Figure 3)", "training loss", "optimiser step",
+                   empty=None if has else "no training log")
 
 
 def fig_paraphrase_sweep(scores: Any, path: str | Path) -> Path:
     """Figure 4: accuracy against the number of paraphrases, at fixed epochs and at a fixed step budget."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = _axes()
     s = None if scores is None or not len(scores) else scores[
         scores["method"].str.startswith("FT-par(") & (scores["subject"] == "all")]
-    if s is not None and len(s):
+    has = s is not None and len(s) > 0
+    if has:
         for (model, task, budget), g in s.groupby(["model", "task", "budget"]):
             g = g.sort_values("n_paraphrases")
             ax.errorbar(g["n_paraphrases"], g["score"], yerr=[g["score"] - g["score_lo"], g["score_hi"] - g["score"]],
                         marker="o", capsize=3, label=f"{model} {task} ({budget or 'epochs'})")
         ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no paraphrase sweep scored", ha="center", transform=ax.transAxes)
     ax.axhline(0.25, ls="--", c="grey", lw=1)
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("number of paraphrases per document")
-    ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy vs paraphrases (Figure 4)")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Accuracy vs paraphrases (Figure 4)", "accuracy",
+                   "number of paraphrases per document", empty=None if has else "no paraphrase sweep scored")
 
 
 def fig_recall(recall: Any, path: str | Path) -> Path:
     """Retrieval recall@K of the source document, per task and retriever."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if recall is not None and len(recall):
+    fig, ax = _axes(6)
+    has = recall is not None and len(recall) > 0
+    if has:
         for (task, retr), g in recall.groupby(["task", "retriever"]):
             g = g.sort_values("k")
             ax.plot(g["k"], g["recall"], marker="o", label=f"{task} ({retr})")
         ax.legend(fontsize=7)
         ax.set_ylim(0, 1.02)
-    else:
-        ax.text(0.5, 0.5, "no retrieval diagnostics", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("K (passages retrieved)")
-    ax.set_ylabel("recall@K of the source document")
-    ax.set_title("Retrieval recall")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "Retrieval recall", "recall@K of the source document", "K (passages retrieved)",
+                   empty=None if has else "no retrieval diagnostics")
 
 
 def claims_markdown(claims: list[dict]) -> str:
