@@ -13,7 +13,8 @@ value is checked against the notebooks' declared parameters before anything runs
 
 Executed copies go to ``runs/<name>/NN_*.ipynb`` (ignored by git) with ``timings.json``, the wall
 time of each notebook; the next run's progress bar uses it for its ETA. The run stops at the first
-failing cell and prints it. Notebooks run with the repository root as working directory.
+failing cell and logs it (the ``kinject.runner`` logger); the command line prints config errors.
+Notebooks run with the repository root as working directory.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from .config import ConfigError, RunSettings, apply_sets, load_settings, normalise_only
 from .io import project_root
+from .log import get_logger
 
 __all__ = ["ConfigError", "RunSettings", "load_config", "list_notebooks", "notebook_parameters",
            "declared_parameters", "run_notebooks", "main"]
@@ -35,6 +37,7 @@ __all__ = ["ConfigError", "RunSettings", "load_config", "list_notebooks", "noteb
 #: relative cost of each notebook when no earlier run's timings.json exists (the default study's shape)
 DEFAULT_WEIGHTS = {"01": 1.0, "02": 1.0, "03": 30.0, "04": 2.0, "05": 15.0, "06": 1.0}
 _WRITABLE_PARAMS = ("RESULTS_DIR", "FIGURES_DIR")
+log = get_logger("runner")
 
 
 def load_config(path: str | os.PathLike, sets: list[str] | None = None) -> RunSettings:
@@ -198,7 +201,7 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
     nums = [nb.name[:2] for nb, _ in plan]
     weights, eta_source = _weights(timings_file, nums)
     names = {nb.name[:2]: nb.stem for nb, _ in plan}
-    print(f"[kinject] {settings.name}: {len(plan)} notebook(s); {eta_source}", file=sys.stderr)
+    log.info("%s: %d notebook(s); %s", settings.name, len(plan), eta_source)
     done: dict[str, float] = {}
     executed = []
     bar = progress(total=round(sum(weights.values()), 2), desc=f"kinject [{settings.name}]", unit="w",
@@ -215,11 +218,11 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
                                 execution_timeout=settings.timeout_per_cell)
         except pm.PapermillExecutionError as exc:
             bar.close()
-            print(f"\n[kinject] {nb.name} FAILED in cell {exc.exec_count} after {_fmt(time.time() - t0)} "
-                  f"(executed copy: {dest})\n--- cell source ---\n{exc.source}\n--- error ---\n"
-                  f"{exc.ename}: {exc.evalue}", file=sys.stderr)
+            log.error("%s FAILED in cell %s after %s (executed copy: %s)\n--- cell source ---\n%s\n--- error ---\n"
+                      "%s: %s", nb.name, exc.exec_count, _fmt(time.time() - t0), dest, exc.source, exc.ename,
+                      exc.evalue)
             if done:
-                print("[kinject] time so far:\n" + timing_table(done, names), file=sys.stderr)
+                log.info("time so far:\n%s", timing_table(done, names))
             raise
         done[num] = time.time() - t0
         _save_timings(timings_file, {num: done[num]})
@@ -227,8 +230,8 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
         bar.write(f"[kinject] {nb.name} ok in {_fmt(done[num])} -> {dest}")
         executed.append(dest)
     bar.close()
-    print(f"[kinject] where the time went ({settings.name}, {_fmt(time.time() - t_run)} in all; "
-          f"saved to {timings_file}):\n{timing_table(done, names)}", file=sys.stderr)
+    log.info("where the time went (%s, %s in all; saved to %s):\n%s", settings.name, _fmt(time.time() - t_run),
+             timings_file, timing_table(done, names))
     return executed
 
 

@@ -1,11 +1,13 @@
 """The runner: shipped configs, --plan, timings, and the tiny config end to end with every stage's outputs checked."""
 import csv
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from logcap import kinject_log, text
 
 from kinject_utils import layout, runner
 from kinject_utils.config import ConfigError
@@ -116,13 +118,13 @@ def _fake_root(tmp_path: Path, cells: list[str]) -> Path:
     return tmp_path / "root"
 
 
-def test_runner_stops_at_first_failing_cell(tmp_path, capsys):
+def test_runner_stops_at_first_failing_cell(tmp_path):
     import papermill as pm
 
     root = _fake_root(tmp_path, ["x = 1", "raise RuntimeError('boom in cell two')", "open('never', 'w')"])
-    with pytest.raises(pm.PapermillExecutionError):
+    with kinject_log(logging.ERROR) as records, pytest.raises(pm.PapermillExecutionError):
         runner.run_notebooks({"name": "t"}, root=root, out_dir=tmp_path / "runs")
-    err = capsys.readouterr().err
+    err = text(records)
     assert "01_x.ipynb FAILED in cell" in err and "--- error ---" in err and "boom in cell two" in err
     assert not (root / "never").exists()
 
