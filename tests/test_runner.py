@@ -66,6 +66,7 @@ def test_paper_configs_share_one_base_and_differ_only_in_model_and_folders():
         assert s.params["RESULTS_DIR"] == f"runs/{name}/results" and len(s.params["MODELS"]) == 1
         assert s.notebooks["03"]["SWEEP_MODELS"] == s.params["MODELS"]
         assert s.notebooks["03"]["FT_PRESET"] == "paper_qlora" and s.notebooks["05"]["DEVICE"] == "cuda"
+        assert s.run == ["01", "02", "03", "04", "05", "06"]  # the FT-vs-RAG study; 07 has its own config
 
     def strip(s):
         return ({k: v for k, v in s.params.items() if k not in ("RESULTS_DIR", "FIGURES_DIR", "MODELS")},
