@@ -43,7 +43,8 @@ def test_budget_counts_requests_and_minutes_from_the_measured_figure():
     per_request = secs * min(256, 1.5 * 130 + 48) / ref
     assert b["minutes_min"] == pytest.approx(8 * per_request / 60, rel=0.01)
     assert "expected" in paraphrase.format_budget(b) and "measured" in b["source"]
-    assert paraphrase.paraphrase_budget(task, "openai", 2, 1)["minutes_max"] is None
+    served = paraphrase.paraphrase_budget(task, "openai", 10, 1)  # all 10 in one reply, as the paper asked
+    assert served["minutes_max"] is None and (served["requests_min"], served["requests_max"]) == (4, 8)
     note = paraphrase.coverage_note("custom", {"d0": ["p"], "d1": []}, 1, 0.25)
     assert "1 of 2 documents" in note and "no FT-par" in note and "MIN_FACT_RECALL" in note
 

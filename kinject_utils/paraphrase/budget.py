@@ -7,12 +7,12 @@ message naming the fix when the chosen backend cannot serve the task (``generato
 that ships no rewordings).
 
 :func:`paraphrase_budget` gives, before anything is generated, the requests a task costs
-(documents x paraphrases; a local model asks for one paraphrase per request, and at most
-``max_retries`` more per document when some are rejected) and the expected minutes for the local
-model from :data:`LOCAL_SECONDS_PER_REQUEST`, measured on this project's machine. A reply grows
-with its document, so the figure is scaled by the document's generation budget (its tokens
-x 1.5 + 48, capped at ``max_new_tokens``; tokens estimated as words x 1.3) relative to the
-measured documents'.
+(documents x paraphrases; a local model asks for one paraphrase per request, a server for all of
+a document's in one, and at most ``max_retries`` more per document when some are rejected) and
+the expected minutes for the local model from :data:`LOCAL_SECONDS_PER_REQUEST`, measured on
+this project's machine. A reply grows with its document, so the figure is scaled by the
+document's generation budget (its tokens x 1.5 + 48, capped at ``max_new_tokens``; tokens
+estimated as words x 1.3) relative to the measured documents'.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import math
 from typing import Any
 
 from ..tasks import Task
+from .local import LocalChatBackend
+from .openai_compat import OpenAICompatibleBackend
 
 __all__ = ["BACKEND_CHOICES", "LOCAL_SECONDS_PER_REQUEST", "backend_for", "coverage_note", "format_budget",
            "paraphrase_budget"]
@@ -68,7 +70,7 @@ def backend_for(kind: str, task: Task) -> tuple[str | None, str]:
 
 
 def paraphrase_budget(task: Task, backend: str, n: int, max_retries: int, model: str = "smollm2-135m",
-                      max_new_tokens: int = 256, per_call: int = 1) -> dict[str, Any]:
+                      max_new_tokens: int = 256, per_call: int | None = None) -> dict[str, Any]:
     """Requests and expected minutes to write ``n`` paraphrases of every document of ``task``.
 
     Returns:
@@ -89,6 +91,8 @@ def paraphrase_budget(task: Task, backend: str, n: int, max_retries: int, model:
         out.update(requests_min=docs, requests_max=docs, minutes_min=0.0, minutes_max=0.0,
                    model=f"rewordings:{task.name}", source="a lookup of the task's own rewordings: instant")
         return out
+    if per_call is None:  # what the backend asks for per request (local: 1; openai: all 10 in one reply)
+        per_call = (LocalChatBackend if backend == "local" else OpenAICompatibleBackend).default_per_call
     per_doc = math.ceil(n / per_call)
     out.update(requests_min=docs * per_doc, requests_max=docs * (per_doc + max_retries))
     measured = LOCAL_SECONDS_PER_REQUEST.get(model) if backend == "local" else None
