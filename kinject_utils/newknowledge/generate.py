@@ -37,8 +37,11 @@ class HFGenerator:
     Each prompt is run through the model once; for sampling its key/value cache is then repeated
     ``n`` times (``DynamicCache.batch_repeat_interleave``), so ``n`` samples cost one prompt pass plus
     ``max_new_tokens`` one-token steps instead of ``n`` prompt passes (``generate(num_return_sequences=n)``
-    re-reads the prompt per sample: a 4-shot prompt is ~70 tokens, an answer ~4). A row stops at
-    its first newline; the batch stops when every row has one.
+    re-reads the prompt per sample: a 4-shot prompt is ~80 tokens, an answer ~4). The prompt pass
+    computes logits for the last position only (``logits_to_keep=1``: Gemma-3's 262k-token head
+    over every prompt position would cost more than the model body). :meth:`greedy_and_samples`
+    shares one prompt pass between the greedy answer and the samples (SliCK needs both; the prompt
+    pass is most of the cost). A row stops at its first newline; the batch stops when every row has one.
 
     Args:
         model: a causal LM (plain or peft-wrapped), already on its device.
@@ -61,7 +64,7 @@ class HFGenerator:
         return self._newline_ids
 
     def _batch(self, prompts: list[str], temperature: float, n: int, max_new_tokens: int,
-               gen: Any) -> list[list[str]]:
+               gen: Any, greedy_first: bool = False) -> list[list[str]]:
         import torch
 
         device = next(self.model.parameters()).device
@@ -69,8 +72,11 @@ class HFGenerator:
         mask = enc["attention_mask"]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
-            out = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True)
+            out = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True,
+                             logits_to_keep=1)
             cache, logits = out.past_key_values, out.logits[:, -1, :]
+            greedy_rows = torch.zeros(len(prompts) * n, dtype=torch.bool, device=device)
+            greedy_rows[::n] = greedy_first  # the first row of each prompt's group decodes greedily
             if n > 1:
                 cache.batch_repeat_interleave(n)
                 logits = logits.repeat_interleave(n, dim=0)
@@ -85,6 +91,7 @@ class HFGenerator:
                 if temperature > 0:
                     probs = torch.softmax(logits.float() / temperature, dim=-1)
                     nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+                    nxt = torch.where(greedy_rows, logits.argmax(-1), nxt)
                 else:
                     nxt = logits.argmax(-1)
                 nxt = torch.where(done, torch.full_like(nxt, self.tok.pad_token_id), nxt)
@@ -100,8 +107,15 @@ class HFGenerator:
         texts = self.tok.batch_decode(ids, skip_special_tokens=True)
         return [[first_line(t) for t in texts[j * n:(j + 1) * n]] for j in range(len(prompts))]
 
+    def greedy_and_samples(self, prompts: Sequence[str], temperature: float, n: int, max_new_tokens: int,
+                           seed: int) -> list[list[str]]:
+        """Per prompt ``[greedy answer, sample 1, ..., sample n]`` from one shared prompt pass."""
+        if not temperature > 0 or n < 1:
+            raise ValueError(f"greedy_and_samples needs temperature > 0 and n >= 1, got {temperature}, {n}")
+        return self(prompts, temperature, n + 1, max_new_tokens, seed, greedy_first=True)
+
     def __call__(self, prompts: Sequence[str], temperature: float, n: int, max_new_tokens: int,
-                 seed: int) -> list[list[str]]:
+                 seed: int, greedy_first: bool = False) -> list[list[str]]:
         import torch
 
         if temperature == 0 and n != 1:
@@ -116,7 +130,8 @@ class HFGenerator:
         out: list[list[str]] = []
         try:
             for i in range(0, len(prompts), self.batch_size):
-                out.extend(self._batch(list(prompts[i:i + self.batch_size]), temperature, n, max_new_tokens, gen))
+                out.extend(self._batch(list(prompts[i:i + self.batch_size]), temperature, n, max_new_tokens, gen,
+                                       greedy_first))
         finally:
             self.tok.padding_side = old_side
             self.model.train(was_training)

@@ -150,9 +150,14 @@ def categorise(facts: Sequence[Fact], generate: GenerateFn, cfg: SlickConfig, ca
         batch = todo[i:i + cfg.batch_questions]
         prompts = [p for f in batch for p in build_prompts(f, pool, cfg)]
         seed = cfg.seed * 1_000_003 + i
-        greedy = [a[0] for a in generate(prompts, 0.0, 1, cfg.max_new_tokens, seed)]
-        samples = generate(prompts, cfg.temperature, cfg.n_samples, cfg.max_new_tokens, seed) \
-            if cfg.n_samples else [[] for _ in prompts]
+        both = getattr(generate, "greedy_and_samples", None)  # one prompt pass for both (HFGenerator)
+        if both is not None and cfg.n_samples:
+            answers = both(prompts, cfg.temperature, cfg.n_samples, cfg.max_new_tokens, seed)
+            greedy, samples = [a[0] for a in answers], [a[1:] for a in answers]
+        else:
+            greedy = [a[0] for a in generate(prompts, 0.0, 1, cfg.max_new_tokens, seed)]
+            samples = generate(prompts, cfg.temperature, cfg.n_samples, cfg.max_new_tokens, seed) \
+                if cfg.n_samples else [[] for _ in prompts]
         if len(greedy) != len(prompts) or len(samples) != len(prompts):
             raise RuntimeError(f"generate returned {len(greedy)}/{len(samples)} answers for {len(prompts)} prompts")
         for j, f in enumerate(batch):

@@ -49,7 +49,7 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
-    gen_batch: int = 16
+    gen_batch: int = 32
 
     def __post_init__(self) -> None:
         shares = tuple(float(s) for s in self.shares)
@@ -67,7 +67,8 @@ class StudyConfig:
         self.sft()
 
     def slick(self) -> SlickConfig:
-        return SlickConfig(n_prompts=self.n_prompts, n_samples=self.n_samples, seed=self.seed)
+        return SlickConfig(n_prompts=self.n_prompts, n_samples=self.n_samples, seed=self.seed,
+                           batch_questions=max(1, self.gen_batch // self.n_prompts))
 
     def sft(self) -> SftConfig:
         return SftConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed)
