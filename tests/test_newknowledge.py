@@ -152,3 +152,42 @@ def test_finding_1_verdicts():
     assert r["verdict"] == "supported"
     r = finding_1(_sft_rows({"unknown-000": [0.5, 0.5], "unknown-100": [0.8, 0.9]}), "m", [0, 1])
     assert r["verdict"] == "not supported"
+
+
+def test_shared_prompt_pass_keeps_greedy_answers(tmp_path):
+    """greedy_and_samples (one prompt pass) gives the greedy call's answers first, then n seeded samples."""
+    from finetune_tiny import make_tiny_llama
+
+    from kinject_utils.models import load_causal_lm
+    from kinject_utils.newknowledge import HFGenerator
+
+    model, tok = load_causal_lm(str(make_tiny_llama(tmp_path / "m")), dtype="float32", device="cpu")
+    gen = HFGenerator(model, tok, batch_size=2)
+    prompts = ["Q: Where is Tarnby?\nA:", "Q: Who is the mayor?\nA:", "Q: What opened in May?\nA:"]
+    greedy = gen(prompts, 0.0, 1, 6, 0)
+    both = gen.greedy_and_samples(prompts, 5.0, 3, 6, 0)
+    assert [b[0] for b in both] == [g[0] for g in greedy] and all(len(b) == 4 for b in both)
+    assert both == gen.greedy_and_samples(prompts, 5.0, 3, 6, 0)  # seeded
+    assert any(s != b[0] for b in both for s in b[1:])  # samples at T=5 are not the greedy answer
+
+
+def test_categoriser_uses_the_shared_pass_when_offered(tmp_path):
+    facts = _facts()
+    script = {f.id: ((4, False) if i % 2 else (0, True)) for i, f in enumerate(facts)}
+
+    class Shared(ScriptedModel):
+        used = 0
+
+        def greedy_and_samples(self, prompts, temperature, n, max_new_tokens, seed):
+            self.used += 1
+            g = ScriptedModel.__call__(self, prompts, 0.0, 1, max_new_tokens, seed)
+            s = ScriptedModel.__call__(self, prompts, temperature, n, max_new_tokens, seed)
+            return [a + b for a, b in zip(g, s)]
+
+        def __call__(self, *a, **k):
+            raise AssertionError("separate greedy/sample calls although a shared pass is offered")
+
+    stub = Shared(facts, script)
+    rows = categorise(facts, stub, SlickConfig(n_prompts=4, n_samples=2, batch_questions=4))
+    assert stub.used == 3
+    assert [r["category"] for r in rows] == ["WeaklyKnown", "HighlyKnown"] * 6
