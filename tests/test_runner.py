@@ -170,7 +170,11 @@ def check_stage_outputs(results: Path) -> None:
     claims = claims.get("claims", claims) if isinstance(claims, dict) else claims
     assert len({c["claim"] for c in claims}) == 5, claims
     assert layout.claims_md(results).exists()
-    # 07: a SliCK category for every categorised question, and the four findings (each with a verdict)
+    check_new_knowledge_outputs(results)
+
+
+def check_new_knowledge_outputs(results: Path) -> None:
+    """Notebook 07: a SliCK category for every categorised question; four findings, each with a verdict."""
     slick = _rows(layout.slick_csv(results))
     assert slick and all(r["category"] in SLICK_CATEGORIES for r in slick), {r["category"] for r in slick}
     assert all(r["model"] and r["id"] for r in slick)
@@ -179,6 +183,27 @@ def check_stage_outputs(results: Path) -> None:
         f"## Finding {i}:" for i in (1, 2, 3, 4)], findings
     assert findings.count("**supported**") + findings.count("**not supported**") + findings.count(
         "**undecided**") >= 4, findings
+
+
+def test_new_knowledge_checks_catch_a_bad_category_and_a_missing_finding(tmp_path):
+    from kinject_utils.newknowledge import write_slick_csv
+
+    row = {"model": "m", "id": "q1", "relation": "capital", "category": "MaybeKnown"}
+    findings = "".join(f"## Finding {i}: ...\n\n| m | **{v}** |\n" for i, v in
+                       enumerate(["supported", "not supported", "undecided", "supported"], 1))
+    write_slick_csv([row], layout.slick_csv(tmp_path))
+    layout.slick_claims_md(tmp_path).write_text(findings, encoding="utf-8")
+    check_new_knowledge_outputs(tmp_path)
+    write_slick_csv([row, {**row, "id": "q2", "category": "Known"}], layout.slick_csv(tmp_path))
+    with pytest.raises(AssertionError):
+        check_new_knowledge_outputs(tmp_path)
+    write_slick_csv([row], layout.slick_csv(tmp_path))
+    layout.slick_claims_md(tmp_path).write_text(findings.split("## Finding 4")[0], encoding="utf-8")
+    with pytest.raises(AssertionError):
+        check_new_knowledge_outputs(tmp_path)
+    layout.slick_claims_md(tmp_path).write_text(findings.replace("**", ""), encoding="utf-8")  # no verdicts
+    with pytest.raises(AssertionError):
+        check_new_knowledge_outputs(tmp_path)
 
 
 @pytest.mark.slow
