@@ -7,7 +7,6 @@ import csv
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -466,7 +465,8 @@ def test_local_smollm2_uses_chat_template_and_is_seeded(tmp_path):
         enc = b.chat_prompt_ids([{"role": "user", "content": "Paraphrase: the cat sat."}])
     except ModelUnavailableError as exc:
         pytest.skip(f"SmolLM2 not available here: {exc}")
-    assert "<|im_start|>assistant" in b._tok.decode(enc["input_ids"][0])  # STACK.md trap 2
+    # SmolLM2-Instruct writes nothing for a bare prompt, so generation goes through its chat template
+    assert "<|im_start|>assistant" in b._tok.decode(enc["input_ids"][0])
     task = make_task(1)
     r1 = b.paraphrase(task.docs[0], 1, seed=3)
     r2 = b.paraphrase(task.docs[0], 1, seed=3)
