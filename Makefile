@@ -37,6 +37,7 @@ gpu-check: $(if $(filter $(VENV)/bin/python,$(PYTHON)),venv)
 	$(PYTHON) scripts/gpu_check.py
 
 test: venv
+	$(VENV)/bin/ruff check kinject_utils tests scripts
 	$(OFFLINE) $(VENV)/bin/python -m pytest -q -ra
 
 lint: venv
