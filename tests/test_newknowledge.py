@@ -8,7 +8,9 @@ from kinject_utils.newknowledge import (
     IDK,
     Fact,
     QAFormatError,
+    SftConfig,
     SlickConfig,
+    StudyConfig,
     categorise,
     counts,
     finding_1,
@@ -19,6 +21,7 @@ from kinject_utils.newknowledge import (
     single_category_sets,
     unknown_share_sets,
 )
+from kinject_utils.newknowledge.claims import claims_markdown
 
 
 def _facts(n_per_rel=6):
@@ -191,3 +194,40 @@ def test_categoriser_uses_the_shared_pass_when_offered(tmp_path):
     rows = categorise(facts, stub, SlickConfig(n_prompts=4, n_samples=2, batch_questions=4))
     assert stub.used == 3
     assert [r["category"] for r in rows] == ["WeaklyKnown", "HighlyKnown"] * 6
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: SlickConfig(n_prompts=0), ValueError, "SlickConfig.n_prompts must be an integer >= 1, got 0; paper: 10"),
+    (lambda: SlickConfig(temperature=0), ValueError, "SlickConfig.temperature must be a number > 0, got 0; needed"),
+    (lambda: SlickConfig(shots=1.5), TypeError, r"SlickConfig.shots must be an integer >= 0, got 1.5 \(float\); paper"),
+    (lambda: SftConfig(epochs=0), ValueError, "SftConfig.epochs must be an integer >= 1, got 0; EPOCHS in notebook 07"),
+    (lambda: SftConfig(lr="1e-3"), TypeError, r"SftConfig.lr must be a number in \(0, 1\), got '1e-3' \(str\)"),
+    (lambda: SftConfig(lora_alpha=0), ValueError, "SftConfig.lora_alpha must be a number >= 1, got 0"),
+    (lambda: StudyConfig(mixed_share=1.0), ValueError, r"StudyConfig.mixed_share must be a number in \(0, 1\), got 1"),
+    (lambda: StudyConfig(idk_share=0.25), ValueError, r"IDK_SHARE=0.25 must be one of UNKNOWN_SHARES \[0.0, 0.5"),
+    (lambda: StudyConfig(device="gpu"), ValueError, "StudyConfig.device must be one of"),
+    (lambda: StudyConfig(dtype="fp8"), ValueError, "DTYPE='fp8' is not one of"),
+    (lambda: StudyConfig(n_prompts=0), ValueError, "StudyConfig.n_prompts must be an integer >= 1, got 0; N_PROMPTS"),
+])
+def test_settings_name_the_field_and_the_fix(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_settings_accept_the_notebook_defaults_and_no_sampling():
+    assert SlickConfig(n_samples=0, temperature=0).n_samples == 0
+    cfg = StudyConfig(n_prompts=1, n_samples=1, train_size=4, single_size=2, epochs=1, lr=0.002, batch_size=4)
+    assert cfg.slick().batch_questions == cfg.gen_batch and cfg.sft().lr == 0.002
+
+
+def test_claims_markdown_tables():
+    ci = {"diff": -0.1, "diff_lo": -0.2, "diff_hi": 0.01}
+    f3 = [{"model": "m", "plain": "unknown-050", "idk": "idk-unknown-050", "acc_a": 0.3, "acc_b": 0.4, "harm": -0.2,
+           "abstain": 0.33, "verdict": "holds", **ci},
+          {"model": "m3", "plain": "a", "idk": "b", "verdict": "untestable", "why": "no IDK run"}]
+    md = claims_markdown([], [], f3, [], "hdr").splitlines()
+    i = md.index('## Finding 3: relabelling Unknown answers as "I don\'t know" removes most of the harm')
+    assert md[i + 2].startswith("| model | plain | IDK |") and md[i + 3] == "|" + "---|" * 9
+    assert md[i + 4] == ("| m | unknown-050 | idk-unknown-050 | 0.300 | 0.400 | -0.100 [-0.200, +0.010] | -0.200 | "
+                         "0.33 | **holds** |")
+    assert md[i + 5] == "| m3 | a | b | - | - | - | - | - | **untestable** (no IDK run) |"

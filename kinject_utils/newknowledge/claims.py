@@ -179,49 +179,46 @@ def _ci(d: dict, key: str = "diff") -> str:
     return f"{d[key]:+.3f} [{d[key + '_lo']:+.3f}, {d[key + '_hi']:+.3f}]"
 
 
+def _row(*cells) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[str]) -> list[str]:
+    """A ``##`` section holding one table: blank line, title, header, rule, the rows."""
+    return ["", f"## {title}", "", _row(*columns), "|" + "---|" * len(columns), *rows]
+
+
 def claims_markdown(f1: list[dict], f2: list[dict], f3: list[dict], f4: list[dict], header: str = "") -> str:
     """``07_claims.md`` in the style of ``06_claims.md``."""
     L = ["# New-knowledge findings (Gekhman et al. 2024)", "",
          "A comparison counts when its 95% bootstrap interval excludes 0 (paired on the same test questions "
-         "where both sides answer the same questions).", "", header, ""]
-    L += ["## Finding 1: test accuracy falls as the Unknown share rises, more at convergence", "",
-          "| model | A | B | stop | epochs (A, B) | acc A | acc B | B - A [95% CI] | p (McNemar) |", "|" + "---|" * 9]
-    for f in f1:
-        for r in f["rows"]:
-            L.append(f"| {f['model']} | {f['a']} | {f['b']} | {r['stop']} | {r['epoch_a']}, {r['epoch_b']} | "
-                     f"{r['acc_a']:.3f} | {r['acc_b']:.3f} | {_ci(r)} | {r['p_mcnemar']:.3g} |")
+         "where both sides answer the same questions).", "", header]
+    L += _table("Finding 1: test accuracy falls as the Unknown share rises, more at convergence",
+                ("model", "A", "B", "stop", "epochs (A, B)", "acc A", "acc B", "B - A [95% CI]", "p (McNemar)"),
+                [_row(f["model"], f["a"], f["b"], r["stop"], f"{r['epoch_a']}, {r['epoch_b']}", f"{r['acc_a']:.3f}",
+                      f"{r['acc_b']:.3f}", _ci(r), f"{r['p_mcnemar']:.3g}") for f in f1 for r in f["rows"]])
     L += [""] + [f"- {f['model']}: drop at convergence minus drop at early stop {_ci(f, 'dod')}; parts "
                  f"(falls at convergence, falls more than at early stop): {', '.join(f['parts'])} -> "
                  f"**{f['verdict']}**" for f in f1]
-    L += ["", "## Finding 2: Unknown examples are fitted more slowly than Known ones", "",
-          "| model | set | n Unknown | n Known | first-fit epoch Unknown | Known | Unknown - Known [95% CI] "
-          "| verdict |",
-          "|" + "---|" * 8]
-    for f in f2:
-        if "diff" in f:
-            L.append(f"| {f['model']} | {f['set']} | {f['n_unknown']} | {f['n_known']} | {f['unknown']:.2f} | "
-                     f"{f['known']:.2f} | {_ci(f)} | **{f['verdict']}** |")
-        else:
-            L.append(f"| {f['model']} | {f['set']} | {f['n_unknown']} | {f['n_known']} | - | - | {f['why']} | "
-                     f"**{f['verdict']}** |")
-    L += ["", "## Finding 3: relabelling Unknown answers as \"I don't know\" removes most of the harm", "",
-          "| model | plain | IDK | acc plain | acc IDK | IDK - plain [95% CI] | harm (lowest share - plain) | "
-          "IDK answers on test | verdict |", "|" + "---|" * 9]
-    for f in f3:
-        if "diff" in f:
-            why = f" ({f['why']})" if "why" in f else ""
-            L.append(f"| {f['model']} | {f['plain']} | {f['idk']} | {f['acc_a']:.3f} | {f['acc_b']:.3f} | {_ci(f)} | "
-                     f"{f['harm']:+.3f} | {f['abstain']:.2f} | **{f['verdict']}**{why} |")
-        else:
-            L.append(f"| {f['model']} | {f['plain']} | {f['idk']} | - | - | - | - | - | "
-                     f"**{f['verdict']}** ({f['why']}) |")
-    L += ["", "## Finding 4: MaybeKnown-only is the best single-category training set", "",
-          "| model | stop | other set | acc other | acc MaybeKnown | MaybeKnown - other [95% CI] | p (McNemar) |",
-          "|" + "---|" * 7]
-    for f in f4:
-        for r in f["rows"]:
-            L.append(f"| {f['model']} | {f['stop']} | {r['other']} | {r['acc_a']:.3f} | {r['acc_b']:.3f} | {_ci(r)} | "
-                     f"{r['p_mcnemar']:.3g} |")
+    L += _table("Finding 2: Unknown examples are fitted more slowly than Known ones",
+                ("model", "set", "n Unknown", "n Known", "first-fit epoch Unknown", "Known", "Unknown - Known [95% CI]",
+                 "verdict"),
+                [_row(f["model"], f["set"], f["n_unknown"], f["n_known"],
+                      *((f"{f['unknown']:.2f}", f"{f['known']:.2f}", _ci(f)) if "diff" in f else ("-", "-", f["why"])),
+                      f"**{f['verdict']}**") for f in f2])
+    L += _table("Finding 3: relabelling Unknown answers as \"I don't know\" removes most of the harm",
+                ("model", "plain", "IDK", "acc plain", "acc IDK", "IDK - plain [95% CI]", "harm (lowest share - plain)",
+                 "IDK answers on test", "verdict"),
+                [_row(f["model"], f["plain"], f["idk"],
+                      *((f"{f['acc_a']:.3f}", f"{f['acc_b']:.3f}", _ci(f), f"{f['harm']:+.3f}", f"{f['abstain']:.2f}")
+                        if "diff" in f else ("-",) * 5),
+                      f"**{f['verdict']}**" + (f" ({f['why']})" if "why" in f else "")) for f in f3])
+    L += _table("Finding 4: MaybeKnown-only is the best single-category training set",
+                ("model", "stop", "other set", "acc other", "acc MaybeKnown", "MaybeKnown - other [95% CI]",
+                 "p (McNemar)"),
+                [_row(f["model"], f["stop"], r["other"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", _ci(r),
+                      f"{r['p_mcnemar']:.3g}") for f in f4 for r in f["rows"]])
     L += [""] + [f"- {f['model']} ({f['stop']}): **{f['verdict']}**{' - ' + f['why'] if 'why' in f else ''}"
                  for f in f4]
     return "\n".join(L) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ..io import atomic_write_bytes
 from .claims import stop_epochs
 from .sets import share_name
 from .slick import CATEGORIES, KNOWN
@@ -23,6 +24,24 @@ def accuracy_table(rows: Sequence[dict]):
             .agg(acc="mean", n="size").reset_index())
 
 
+def _finish(fig, ax, path: str | Path, title: str, ylabel: str, xlabel: str = "", legend_size: int = 8) -> Path:
+    """Label the axes, add the legend, lay out, and write the PNG atomically (120 dpi)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def plot_counts(counts_by_model: dict[str, dict[str, int]], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -33,13 +52,7 @@ def plot_counts(counts_by_model: dict[str, dict[str, int]], path: str | Path) ->
         xs = [j + i * w for j in range(len(models))]
         ax.bar(xs, [counts_by_model[m][c] for m in models], width=w, label=c)
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(models))], models)
-    ax.set_ylabel("questions")
-    ax.set_title("SliCK categories per model")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path, title="SliCK categories per model", ylabel="questions")
 
 
 def plot_train_curves(table, model: str, name: str, path: str | Path) -> Path:
@@ -52,15 +65,8 @@ def plot_train_curves(table, model: str, name: str, path: str | Path) -> Path:
         s = t[t.category == c].sort_values("epoch")
         if len(s):
             ax.plot(s.epoch, s.acc, marker="o", label=f"{c} (n={int(s.n.iloc[0])})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training accuracy")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title(f"{model}: fitting {name}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path, title=f"{model}: fitting {name}", ylabel="training accuracy", xlabel="epoch")
 
 
 def _acc_at(table, rows, model: str, name: str, idx: int, category: str = "all") -> float:
@@ -86,14 +92,8 @@ def plot_share_curve(table, rows, models: Sequence[str], shares: Sequence[float]
             if idk and (table.set == idk).any():
                 ax.plot([100 * idk_share], [_acc_at(table, rows, m, idk, idx)], "*", markersize=12,
                         label=f"{m}, IDK, {stop}")
-    ax.set_xlabel("% Unknown in the training set")
-    ax.set_ylabel("test accuracy (all questions)")
-    ax.set_title("Fine-tuning on unknown facts")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path, title="Fine-tuning on unknown facts", ylabel="test accuracy (all questions)",
+                   xlabel="% Unknown in the training set", legend_size=7)
 
 
 def plot_single(table, rows, model: str, names: Sequence[str], path: str | Path) -> Path:
@@ -105,10 +105,4 @@ def plot_single(table, rows, model: str, names: Sequence[str], path: str | Path)
         ax.bar([i + idx * 0.4 for i in range(len(names))], [_acc_at(table, rows, model, n, idx) for n in names],
                width=0.4, label=stop)
     ax.set_xticks([i + 0.2 for i in range(len(names))], [n.replace("only-", "") for n in names], fontsize=8)
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{model}: single-category training sets")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path, title=f"{model}: single-category training sets", ylabel="test accuracy")

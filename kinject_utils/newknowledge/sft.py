@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 from ..io import read_jsonl, write_jsonl
 from ..log import get_logger
+from ..settings import check_float, check_int
 from .facts import normalise
 from .generate import HFGenerator
 from .slick import qa_line
@@ -57,12 +58,12 @@ class SftConfig:
     eval_batch: int = 128
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch < 1 or self.max_new_tokens < 1:
-            raise ValueError("epochs, batch_size, eval_batch and max_new_tokens must be >= 1 (EPOCHS in notebook 07)")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be in (0, 1) (try 1e-3 for LoRA), got {self.lr}")
-        if self.lora_r < 1 or self.lora_alpha < 1:
-            raise ValueError(f"lora_r and lora_alpha must be >= 1, got {self.lora_r}, {self.lora_alpha}")
+        check_int(self, "epochs", 1, hint="EPOCHS in notebook 07")
+        check_float(self, "lr", 0, 1, lo_open=True, hi_open=True, hint="try 1e-3 for LoRA")
+        for name in ("batch_size", "lora_r", "max_new_tokens", "eval_batch"):
+            check_int(self, name, 1)
+        check_float(self, "lora_alpha", 1)
+        check_int(self, "seed")
 
     def key(self) -> dict:
         return dataclasses.asdict(self)

@@ -26,6 +26,7 @@ from typing import Sequence
 
 from ..io import append_jsonl, read_jsonl
 from ..log import get_logger, progress
+from ..settings import check_float, check_int
 from .facts import Fact
 from .generate import GenerateFn
 
@@ -57,14 +58,14 @@ class SlickConfig:
     batch_questions: int = 4
 
     def __post_init__(self) -> None:
-        if self.n_prompts < 1:
-            raise ValueError(f"n_prompts must be >= 1 (paper: 10), got {self.n_prompts}")
-        if self.n_samples < 0:
-            raise ValueError(f"n_samples must be >= 0 (paper: 16), got {self.n_samples}")
-        if self.n_samples and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 to sample (paper: 0.5), got {self.temperature}")
-        if self.shots < 0 or self.max_new_tokens < 1 or self.batch_questions < 1:
-            raise ValueError("shots must be >= 0, max_new_tokens >= 1 and batch_questions >= 1")
+        check_int(self, "n_prompts", 1, hint="paper: 10")
+        check_int(self, "n_samples", 0, hint="paper: 16; 0 skips sampling")
+        if self.n_samples:
+            check_float(self, "temperature", 0, lo_open=True, hint="needed to sample; paper: 0.5")
+        check_int(self, "shots", 0, hint="paper: 4")
+        check_int(self, "max_new_tokens", 1)
+        check_int(self, "seed")
+        check_int(self, "batch_questions", 1)
 
     def key(self) -> dict:
         """The settings a cached row must match to be reused."""

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import layout
-from ..device import resolve
+from ..device import normalise_dtype, resolve
 from ..io import slug, write_json
 from ..log import get_logger
+from ..settings import check_device, check_float, check_int
 from .facts import Fact
 from .generate import HFGenerator
 from .sets import idk_variant, max_size, share_name, single_category_sets, split, unknown_share_sets
@@ -56,13 +57,20 @@ class StudyConfig:
         object.__setattr__(self, "shares", shares)
         if len(shares) < 2:
             raise ValueError(f"UNKNOWN_SHARES needs at least two shares to compare, got {list(shares)}")
+        check_float(self, "idk_share", 0, 1, hint="IDK_SHARE, a fraction")
+        check_float(self, "mixed_share", 0, 1, lo_open=True, hi_open=True,
+                    hint="MIXED_SHARE: a set with both Known and Unknown examples")
         for name in ("idk_share", "mixed_share"):
             if getattr(self, name) not in shares:
                 raise ValueError(f"{name.upper()}={getattr(self, name)} must be one of UNKNOWN_SHARES "
                                  f"{list(shares)}")
-        if not 0 < self.mixed_share < 1:
-            raise ValueError("MIXED_SHARE must be strictly between 0 and 1 (a set with both kinds), "
-                             f"got {self.mixed_share}")
+        check_int(self, "n_prompts", 1, hint="N_PROMPTS; paper: 10")
+        for name in ("train_size", "single_size", "gen_batch"):
+            check_int(self, name, 1)
+        for name in ("dev_share", "test_share"):
+            check_float(self, name, 0, 1, lo_open=True, hi_open=True)
+        check_device(self)
+        normalise_dtype(self.dtype)
         self.slick()
         self.sft()
 
