@@ -343,6 +343,22 @@ def _plan_05(p: dict[str, Any], sizes: dict[str, Any], p03: dict[str, Any]) -> N
     return plan
 
 
+def _plan_07(p: dict[str, Any]) -> NotebookPlan:
+    """Notebook 07's work in counts (SliCK generations, fine-tuning runs); its time is not modelled here."""
+    n_q = 4 * int(p.get("N_QUESTIONS", 0)) + int(p.get("N_FICTIONAL", 0))  # 4 real relations + invented facts
+    gens = int(p.get("N_PROMPTS", 0)) * (1 + int(p.get("N_SAMPLES", 0)))
+    n_sets = len(p.get("UNKNOWN_SHARES") or []) + 1 + 3  # the shares, the IDK variant, up to 3 single-category sets
+    dev = _device(p.get("DEVICE", "auto"))
+    plan = NotebookPlan("07", "new knowledge", [
+        f"models {p.get('MODELS')} on {dev}: SliCK over ~{n_q} questions (+ QA_FILES) x {p.get('N_PROMPTS')} prompts "
+        f"x (1 greedy + {p.get('N_SAMPLES')} samples) = ~{n_q * gens:,} answers per model",
+        f"fine-tunes {p.get('TRAIN_MODELS')}: up to {n_sets} sets of {p.get('TRAIN_SIZE')} (single-category: "
+        f"{p.get('SINGLE_SIZE')}) examples x {p.get('EPOCHS')} epochs, answers re-scored after every epoch"])
+    plan.hours = None
+    plan.unmeasured.append("07 (see the runner's timings.json of an earlier run)")
+    return plan
+
+
 def plan_run(settings: Any, chosen: list[tuple[Path, dict[str, Any]]],
              declared: dict[str, dict[str, Any]]) -> list[NotebookPlan]:
     """One :class:`NotebookPlan` per chosen notebook (``chosen``, ``declared`` as :func:`runner.prepare` returns)."""
@@ -374,6 +390,8 @@ def plan_run(settings: Any, chosen: list[tuple[Path, dict[str, Any]]],
             pl.unmeasured.append("04 embedding")
         elif num == "05":
             pl = _plan_05(p, sizes, allp.get("03") or {})
+        elif num == "07":
+            pl = _plan_07(p)
         else:
             pl = NotebookPlan(num, nb.stem[3:], ["tables, figures and the claims check: no model"])
         out.append(pl)

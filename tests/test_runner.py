@@ -233,3 +233,14 @@ def test_default_config_reproduces_the_committed_results(tmp_path):
     off = {k: (ref[k]["score"], new[k]["score"]) for k in ref
            if abs(float(ref[k]["score"]) - float(new[k]["score"])) > 0.03 or ref[k]["n"] != new[k]["n"]}
     assert not off, f"scores moved by more than 0.03 (or n changed): {off}"
+
+
+def test_plan_describes_notebook_07_in_counts():
+    from kinject_utils import plan
+
+    p = {"MODELS": ["smollm2-135m"], "DEVICE": "cpu", "N_QUESTIONS": 15, "N_FICTIONAL": 15, "N_PROMPTS": 4,
+         "N_SAMPLES": 3, "TRAIN_MODELS": ["best"], "UNKNOWN_SHARES": [0, 0.5, 1], "TRAIN_SIZE": 12,
+         "SINGLE_SIZE": 6, "EPOCHS": 6}
+    text = "\n".join(plan._plan_07(p).lines)
+    assert "~75 questions" in text and "~1,200 answers per model" in text  # (4 x 15 + 15) x 4 x (1 + 3)
+    assert "up to 7 sets of 12" in text and "6 epochs" in text
