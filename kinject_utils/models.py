@@ -289,9 +289,6 @@ def disable_bnb_cpu_inference_repack(model: Any) -> int:
     return n
 
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16", "auto": "auto"}
-
 
 def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | None = None,
                    device: str = "cpu", trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -311,14 +308,16 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    from .device import DTYPES, DeviceError, normalise_dtype, resolve_device, resolve_dtype
+
+    try:
+        dtype = normalise_dtype(dtype)  # the one alias table (fp32, bf16, fp16)
+    except DeviceError:
+        raise ValueError(f"dtype must be one of {list(DTYPES)} (or fp32/bf16/fp16), got {dtype!r}") from None
     if quantization not in (None, "nf4"):
         raise ValueError(f"quantization must be None or 'nf4', got {quantization!r}")
-    from .device import resolve_device, resolve_dtype
-
     device = resolve_device(device)  # "auto" and the no-GPU error: one place for every loader
-    dtype = resolve_dtype(_DTYPES[dtype], device)  # "auto": bf16 on CUDA/AMX CPUs, fp32 otherwise
+    dtype = resolve_dtype(dtype, device)  # "auto": bf16 on CUDA/AMX CPUs, fp32 otherwise
     spec = get_spec(name)
     path = resolve_model_dir(name)
     kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": bool(trust_remote_code)}

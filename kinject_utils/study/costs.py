@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .. import layout
+from ..device import cuda_available
 from ..io import read_json, write_csv
 from .paper import METHODS
 
@@ -43,7 +44,7 @@ class CellMeter:
     """Wall time and peak memory of one cell (``start`` then ``stop``), on the run's device."""
 
     def __init__(self, device: str = "cpu") -> None:
-        self.cuda = str(device).startswith("cuda") and _torch_cuda()
+        self.cuda = str(device).startswith("cuda") and cuda_available()
         self.t0 = 0.0
         self.source = ""
 
@@ -84,12 +85,6 @@ def _process_peak_mb() -> tuple[float, str]:
         return float("nan"), "unavailable on this platform"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "ru_maxrss (process peak so far)"
-
-
-def _torch_cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def scored_tokens(row: Mapping[str, Any]) -> int:
