@@ -232,9 +232,16 @@ def _touch(mib):
     return block
 
 
-def test_cell_meter_measures_time_and_memory():
+@pytest.mark.parametrize("reset_honoured", [True, False], ids=["VmHWM-reset", "kernel-ignores-reset"])
+def test_cell_meter_measures_time_and_memory(monkeypatch, reset_honoured):
     import time
 
+    from kinject_utils.study import costs
+
+    if not reset_honoured:  # as on sandboxed kernels that accept the clear_refs write and keep the old mark
+        monkeypatch.setattr(costs, "_reset_hwm", lambda: False)
+    elif not costs._reset_hwm():
+        pytest.skip("this kernel does not reset VmHWM through /proc/self/clear_refs")
     m = study.CellMeter("cpu")
     del_me = _touch(256)  # a transient peak before the cells
     del del_me
@@ -245,10 +252,10 @@ def test_cell_meter_measures_time_and_memory():
     time.sleep(0.05)
     out = m.stop()
     del block
-    assert out["wall_s"] >= 0.05 and out["mem_source"]
-    assert out["peak_mem_mb"] >= empty["peak_mem_mb"] + 60  # the cell's 64 MiB is seen
-    if empty["mem_source"].startswith("VmHWM"):  # reset per cell: the earlier 256 MiB peak is not charged
-        assert empty["peak_mem_mb"] < out["peak_mem_mb"] < empty["peak_mem_mb"] + 256
+    assert out["wall_s"] >= 0.05
+    assert out["mem_source"] == ("VmHWM (reset per cell)" if reset_honoured else "VmRSS (sampled every 10 ms)")
+    # the cell's 64 MiB is seen; the earlier 256 MiB peak is not charged to it
+    assert empty["peak_mem_mb"] + 60 <= out["peak_mem_mb"] < empty["peak_mem_mb"] + 256
 
 
 def test_figures_and_tables_render(tmp_path):

@@ -6,14 +6,18 @@ Training tokens and training wall time come from the adapter index (notebook 03)
 index size from notebook 04's folder. :func:`write_costs` writes them as ``05_costs.csv``
 (``layout.costs_csv``); :func:`cost_by_method` sums them per Table 2 method.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (reset per cell); on a Linux CPU the
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (reset per cell). On a Linux CPU the
 process's resident high-water mark (``VmHWM``), reset per cell through ``/proc/self/clear_refs``
-where the kernel allows it, else ``getrusage`` (the process peak so far; ``mem_source`` says which).
+where the kernel honours it (checked: after the reset the mark must be back near the resident size;
+some sandboxed kernels accept the write and keep the old mark). Where it is not honoured, a thread
+samples the resident size (``VmRSS``) every 10 ms during the cell. Without ``/proc`` (macOS,
+Windows), ``getrusage``: the process peak so far. ``mem_source`` says which.
 """
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,14 +34,44 @@ COST_COLUMNS = ["model", "task", "method", "variant", "n_paraphrases", "budget",
                 "train_wall_s", "index_passages", "index_bytes"]
 
 
-def _vm_hwm_mb() -> float | None:
+def _status_mb(key: str) -> float | None:
+    """One ``/proc/self/status`` field in MiB (``VmHWM``, ``VmRSS``); None without ``/proc``."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the resident high-water mark; True only if the kernel really did (checked, not assumed)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # "5": reset VmHWM (Linux >= 4.0)
+    except OSError:
+        return False
+    hwm, rss = _status_mb("VmHWM"), _status_mb("VmRSS")
+    return hwm is not None and rss is not None and hwm <= rss + 8  # 8 MiB: allocations between the two reads
+
+
+class _RssSampler(threading.Thread):
+    """Highest ``VmRSS`` seen, sampled every ``every_s`` until :meth:`finish` (shorter peaks can be missed)."""
+
+    def __init__(self, every_s: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.every_s = every_s
+        self.peak = _status_mb("VmRSS") or 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.every_s):
+            self.peak = max(self.peak, _status_mb("VmRSS") or 0.0)
+
+    def finish(self) -> float:
+        self._done.set()
+        self.join()
+        return max(self.peak, _status_mb("VmRSS") or 0.0)
 
 
 class CellMeter:
@@ -47,6 +81,7 @@ class CellMeter:
         self.cuda = str(device).startswith("cuda") and cuda_available()
         self.t0 = 0.0
         self.source = ""
+        self._sampler: _RssSampler | None = None
 
     def start(self) -> None:
         if self.cuda:
@@ -55,12 +90,14 @@ class CellMeter:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.source = "cuda max_memory_allocated"
+        elif _reset_hwm():
+            self.source = "VmHWM (reset per cell)"
+        elif _status_mb("VmRSS") is not None:
+            self._sampler = _RssSampler()
+            self._sampler.start()
+            self.source = "VmRSS (sampled every 10 ms)"
         else:
-            try:  # "5" resets the resident high-water mark (Linux >= 4.0)
-                Path("/proc/self/clear_refs").write_text("5")
-                self.source = "VmHWM (reset per cell)"
-            except OSError:
-                self.source = "ru_maxrss (process peak so far)"
+            self.source = "ru_maxrss (process peak so far)"
         self.t0 = time.perf_counter()
 
     def stop(self) -> dict[str, Any]:
@@ -69,11 +106,12 @@ class CellMeter:
 
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() / 2**20
+        elif self._sampler is not None:
+            peak, self._sampler = self._sampler.finish(), None
+        elif self.source.startswith("VmHWM"):
+            peak = _status_mb("VmHWM") or float("nan")
         else:
-            hwm = _vm_hwm_mb() if self.source.startswith("VmHWM") else None
-            if hwm is None:
-                hwm, self.source = _process_peak_mb()
-            peak = hwm
+            peak, self.source = _process_peak_mb()
         return {"wall_s": time.perf_counter() - self.t0, "peak_mem_mb": round(peak, 1), "mem_source": self.source}
 
 
