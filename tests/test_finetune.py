@@ -428,6 +428,22 @@ def test_cuda_training_lands_on_the_gpu_and_scores_on_its_base(tiny, tmp_path, m
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
 
+def test_plan_tokens_per_s_follows_the_cpus_vector_isa(monkeypatch):
+    """An AVX2-only CPU trains ~2x slower than an AVX-512 one: the plan must not quote the faster figure."""
+    from kinject_utils.finetune import plan as plan_mod
+
+    got = {}
+    for isa in ("cpu/AVX512", "cpu/AVX2"):
+        monkeypatch.setattr(plan_mod, "_cpu_class", lambda isa=isa: isa)
+        got[isa] = plan_mod.tokens_per_s("smollm2-135m", "lora", "float32", "cpu")
+    assert got["cpu/AVX512"][0] == plan_mod.TOKENS_PER_S[("smollm2-135m", "lora", "float32", "cpu/AVX512")][0]
+    assert got["cpu/AVX2"][0] == plan_mod.TOKENS_PER_S[("smollm2-135m", "lora", "float32", "cpu/AVX2")][0]
+    assert got["cpu/AVX2"][0] < got["cpu/AVX512"][0] and "AVX2 only" in got["cpu/AVX2"][1]
+    monkeypatch.setattr(plan_mod, "_cpu_class", lambda: "cpu/AVX512")  # no Gemma row there: scaled, and said so
+    tps, src = plan_mod.tokens_per_s("gemma3-270m", "lora", "float32", "cpu")
+    assert "scaled by parameter count" in src and tps < got["cpu/AVX512"][0]
+
+
 def test_task_plan_sums_its_variants_and_warns_once(tiny, monkeypatch):
     from kinject_utils.finetune import plan as plan_mod
     from kinject_utils.tasks import Document
@@ -436,7 +452,8 @@ def test_task_plan_sums_its_variants_and_warns_once(tiny, monkeypatch):
         name = "big"
         docs = [Document("d0", "", "The Varnholt ferry opened on the third of May. " * 400)]
 
-    monkeypatch.setitem(plan_mod.TOKENS_PER_S, (str(tiny), "lora", "float32", "cpu"), (50.0, "test"))
+    monkeypatch.setitem(plan_mod.TOKENS_PER_S, (str(tiny), "lora", "float32", plan_mod._cpu_class()),
+                        (50.0, "test"))
     records, stop = _warnings()
     try:
         plans = ft.plan_task(str(tiny), _Task(), {"d0": ["A ferry opened in May. " * 400]},

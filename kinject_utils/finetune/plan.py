@@ -23,13 +23,18 @@ from .schedule import plan_steps
 
 log = get_logger("finetune")
 
-# (model, method, dtype, device) -> (tokens/s, provenance). CPU rows: SmolLM2-135M, LoRA r=16 all-linear,
-# micro-batch 4 x 2, 256-token chunks, through train_adapter, the same run alternating fp32 and bf16.
+# (model, method, dtype, device) -> (tokens/s, provenance). CPU devices name ATen's vector ISA ("cpu/AVX512",
+# "cpu/AVX2": the same CPU trains about 2x slower as AVX2). CPU rows: LoRA r=16 all-linear, micro-batch 4 x 2,
+# 256-token chunks, through train_adapter (scripts/bench_train.py --which ours), on a quiet machine.
 TOKENS_PER_S: dict[tuple[str, str, str, str], tuple[float, str]] = {
-    ("smollm2-135m", "lora", "float32", "cpu"): (
+    ("smollm2-135m", "lora", "float32", "cpu/AVX512"): (
         295.0, "measured 2026-11-23 on a 2-core CPU with AVX-512 bf16 but no AMX, train_adapter"),
-    ("smollm2-135m", "lora", "bfloat16", "cpu"): (
+    ("smollm2-135m", "lora", "bfloat16", "cpu/AVX512"): (
         188.0, "measured 2026-11-23 on a 2-core CPU with AVX-512 bf16 but no AMX, train_adapter"),
+    ("smollm2-135m", "lora", "float32", "cpu/AVX2"): (
+        142.0, "measured 2026-11-23 on a 2-core AMD EPYC with AVX2 only (no AVX-512), train_adapter"),
+    ("gemma3-270m", "lora", "float32", "cpu/AVX2"): (
+        65.0, "measured 2026-11-23 on a 2-core AMD EPYC with AVX2 only (no AVX-512), train_adapter"),
     ("mistral-7b", "qlora", "bfloat16", "cuda"): (
         4084.0, "measured 2026-11-23 on an H100 80GB, Mistral-7B shape, QLoRA r=64, micro-batch 64 + checkpointing "
                 "(the memory model's pick for an 80 GB card; docs/GPU.md)"),
@@ -79,18 +84,30 @@ def tokens_per_s(model_name: str, method: str, dtype: str, device: str,
         got = measured_tokens_per_s(results_dir, model_name, method, dtype, device)
         if got:
             return got
-    dev = "cuda" if device.startswith("cuda") else "cpu"
+    dev = "cuda" if device.startswith("cuda") else _cpu_class()
     key = (_SAME_SHAPE.get(model_name, model_name), method, dtype, dev)
     if key in TOKENS_PER_S:
         return TOKENS_PER_S[key]
     ref_name, ref_params = _CUDA_REF if dev == "cuda" else _CPU_REF
     ref_dtype = "bfloat16" if dev == "cuda" else "float32"
     ref_method = "qlora" if dev == "cuda" else "lora"
-    ref = TOKENS_PER_S[(ref_name, ref_method, ref_dtype, dev)][0]
+    ref_key = (ref_name, ref_method, ref_dtype, dev)
+    if ref_key not in TOKENS_PER_S:  # a CPU class with no row (e.g. no AVX2): the AVX2 row, the slower one
+        ref_key = (ref_name, ref_method, ref_dtype, "cpu/AVX2")
+    ref = TOKENS_PER_S[ref_key][0]
     params = _params(model_name)
     if params is None:
-        return ref, f"no measurement for {key}; {ref_name}'s figure used unscaled (a rough guess)"
-    return ref * ref_params / params, f"no measurement for {key}; {ref_name}'s figure scaled by parameter count"
+        return ref, f"no measurement for {key}; {ref_name}'s {ref_key[3]} figure used unscaled (a rough guess)"
+    return ref * ref_params / params, (f"no measurement for {key}; {ref_name}'s {ref_key[3]} figure scaled by "
+                                       "parameter count")
+
+
+def _cpu_class() -> str:
+    """``cpu/AVX512`` or ``cpu/AVX2`` (ATen's vector ISA, which ``ATEN_CPU_CAPABILITY`` can lower)."""
+    from ..device import cpu_precision_report
+
+    aten = str(cpu_precision_report()["aten"]).upper()
+    return "cpu/AVX512" if aten.startswith("AVX512") else "cpu/AVX2"
 
 
 def plan_training(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, *, tokenizer: Any = None,
