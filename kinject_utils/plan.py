@@ -311,8 +311,8 @@ def _plan_03(p: dict[str, Any], sizes: dict[str, Any], results_dir: Path, tok: A
 def _plan_05(p: dict[str, Any], sizes: dict[str, Any], p03: dict[str, Any]) -> NotebookPlan:
     plan = NotebookPlan("05", "score")
     device = _device(p.get("DEVICE", "auto"))
-    plan.lines.append(f"models {p.get('MODELS')} (base + every adapter of 03) on {device}, dtype "
-                      f"{p.get('DTYPE')}, batch {p.get('BATCH_SIZE')}")
+    plan.lines.append(f"models {p.get('MODELS')} (base; + every adapter of 03 for {p03.get('MODELS')}) on {device}, "
+                      f"dtype {p.get('DTYPE')}, batch {p.get('BATCH_SIZE')}")
     caps = p.get("MAX_QUESTIONS") or {}
     ft_tasks = [t for t in p03.get("TASKS", []) if not p03.get("FT_TASKS") or t in p03["FT_TASKS"]]
     total = 0
@@ -328,8 +328,9 @@ def _plan_05(p: dict[str, Any], sizes: dict[str, Any], p03: dict[str, Any]) -> N
                 cells = len(p.get("MMLU_SHOTS") or [0]) * (2 if size.get("kb_unknown") else 1)
             else:
                 q = min(size["questions"], caps[task]) if caps.get(task) else size["questions"]
-                n_ft = 2 if task in ft_tasks else 0  # FT-reg, FT-par (+ their RAG cells)
-                sweep = len(p03.get("SWEEP") or []) if task in ft_tasks and p.get("SWEEP") and \
+                tuned = task in ft_tasks and model in (p03.get("MODELS") or [])  # notebook 03 trains it
+                n_ft = 2 if tuned else 0  # FT-reg, FT-par (+ their RAG cells)
+                sweep = len(p03.get("SWEEP") or []) if tuned and p.get("SWEEP") and \
                     model in (p03.get("SWEEP_MODELS") or []) else 0
                 cells = 2 + len(p.get("K_SWEEP") or []) + 2 * n_ft + sweep
             plan.lines.append(f"  {model} / {task}: {q:,} questions x {cells} cells = {q * cells:,} scored questions "

@@ -244,3 +244,13 @@ def test_plan_describes_notebook_07_in_counts():
     text = "\n".join(plan._plan_07(p).lines)
     assert "~75 questions" in text and "~1,200 answers per model" in text  # (4 x 15 + 15) x 4 x (1 + 3)
     assert "up to 7 sets of 12" in text and "6 epochs" in text
+
+
+def test_plan_05_scores_adapters_only_for_the_models_notebook_03_trains():
+    from kinject_utils import plan as plan_mod
+
+    p05 = {"MODELS": ["a", "b"], "TASKS": ["fictional_news"], "SWEEP": True, "DEVICE": "cpu"}
+    p03 = {"MODELS": ["a"], "TASKS": ["fictional_news"], "FT_TASKS": [], "SWEEP": [0, 2, 10], "SWEEP_MODELS": ["a"]}
+    lines = plan_mod._plan_05(p05, {"fictional_news": {"questions": 10}}, p03).lines
+    cells = {ln.split("/")[0].strip(): int(re.search(r"x (\d+) cells", ln).group(1)) for ln in lines if " cells " in ln}
+    assert cells == {"a": 2 + 4 + 3, "b": 2}  # b: base and base+RAG only (03 trains no adapter for it)
