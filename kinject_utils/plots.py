@@ -243,3 +243,18 @@ def costs_markdown(by_method: Any) -> str:
                  for c, _ in _COST_HEADERS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def learned_markdown(table: Any) -> str:
+    """``study.memorisation_vs_accuracy`` as Markdown: did an adapter learn the text, and could it answer?"""
+    head = ("| model | task | adapter | N | budget | KB loss before -> after | paraphrase loss after "
+            "| accuracy [95% CI] | base |")
+    lines = [head, "|---" * 9 + "|"]
+    if table is None or not len(table):
+        return "\n".join(lines + ["| no fine-tuned adapters scored (run notebooks 03 and 05) |" + " |" * 8]) + "\n"
+    for r in table.to_dict("records"):
+        par = "–" if r["par_loss_after"] != r["par_loss_after"] else f"{r['par_loss_after']:.2f}"
+        lines.append(f"| {r['model']} | {r['task']} | {r['variant']} | {r['n_paraphrases']} | {r['budget']} "
+                     f"| {r['kb_loss_before']:.2f} -> {r['kb_loss_after']:.2f} | {par} "
+                     f"| {r['acc']:.3f} [{r['acc_lo']:.3f}, {r['acc_hi']:.3f}] | {_fmt(r['base_acc'])} |")
+    return "\n".join(lines) + "\n"

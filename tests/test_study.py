@@ -300,3 +300,38 @@ def test_design_doc_lists_every_artifact_and_the_real_score_columns():
     assert m and re.findall(r"`([a-z_]+)`", m.group(1)) == study.COST_COLUMNS
     for mod in ("study/grid.py", "study/claims.py", "study/costs.py"):
         assert mod in text, f"docs/DESIGN.md's module table lacks {mod}"
+
+
+def test_memorisation_beside_accuracy_joins_each_adapter_to_its_own_scores():
+    import pandas as pd
+
+    from kinject_utils import plots
+
+    memo = pd.DataFrame([
+        {"model": "m", "task": "t", "variant": "ft-reg", "n_paraphrases": 0, "split": "kb", "loss_before": 4.0,
+         "loss_after": 3.0},
+        {"model": "m", "task": "t", "variant": "ft-par-10", "n_paraphrases": 10, "split": "kb", "loss_before": 4.0,
+         "loss_after": 0.5},
+        {"model": "m", "task": "t", "variant": "ft-par-10", "n_paraphrases": 10, "split": "paraphrases",
+         "loss_before": 4.1, "loss_after": 0.6},
+        {"model": "m", "task": "t", "variant": "ft-par-10-fixed", "n_paraphrases": 10, "split": "kb",
+         "loss_before": 4.0, "loss_after": 3.1},
+        {"model": "m", "task": "t", "variant": "never-scored", "n_paraphrases": 1, "split": "kb", "loss_before": 4.0,
+         "loss_after": 1.0}])
+    row = dict(model="m", task="t", subject="all", shots=0, k=0, score_lo=0.0, score_hi=1.0)
+    scores = pd.DataFrame([
+        {**row, "method": "base", "variant": None, "score": 0.25},
+        {**row, "method": "base+RAG", "variant": None, "k": 1, "score": 0.9},
+        {**row, "method": "FT-reg+RAG", "variant": "ft-reg", "k": 1, "score": 0.8},
+        {**row, "method": "FT-reg", "variant": "ft-reg", "score": 0.2},
+        {**row, "method": "FT-par(10)", "variant": "ft-par-10", "score": 0.31},
+        {**row, "method": "FT-par(10)", "variant": "ft-par-10-fixed", "score": 0.24}])
+    t = study.memorisation_vs_accuracy(memo, scores)
+    assert list(t.variant) == ["ft-reg", "ft-par-10", "ft-par-10-fixed"]  # epochs by N, then steps; unscored dropped
+    got = t.set_index("variant")
+    assert got.loc["ft-reg", "acc"] == 0.2 and got.loc["ft-par-10", "acc"] == 0.31  # not the +RAG row
+    assert got.loc["ft-par-10", "kb_loss_after"] == 0.5 and got.loc["ft-par-10", "par_loss_after"] == 0.6
+    assert got.loc["ft-par-10-fixed", "budget"] == "steps" and set(t.base_acc) == {0.25}
+    md = plots.learned_markdown(t)
+    assert "| m | t | ft-par-10 | 10 | epochs | 4.00 -> 0.50 | 0.60 | 0.310 [0.000, 1.000] | 0.250 |" in md
+    assert "no fine-tuned adapters" in plots.learned_markdown(study.memorisation_vs_accuracy(None, scores))

@@ -7,6 +7,7 @@ One concern per module:
     collect  05_scores.csv, 05_per_question.jsonl, 05_costs.csv from the cache
     costs    per-cell wall time, peak memory, scored tokens; training and index costs; per-method table
     claims   check_claims: each claim decided by paired intervals
+    learned  memorisation (notebook 03) beside question accuracy (05), per adapter
     run      score_study: notebook 05 in one call on one device and dtype
 
     path = score_study("results", ["smollm2-135m"], ["fictional_news"], GridConfig(), device="auto")
@@ -15,10 +16,11 @@ from .claims import check_claims
 from .collect import PER_QUESTION_KEYS, SCORE_COLUMNS, collect_scores
 from .costs import COST_COLUMNS, CellMeter, cost_by_method, scored_tokens, write_costs
 from .grid import GridConfig, ScoreSpec, plan_grid, run_grid, subset
+from .learned import LEARNED_COLUMNS, memorisation_vs_accuracy
 from .paper import CLAIMS, METHODS, PAPER_TABLE1, PAPER_TABLE2, metric_for
 from .run import load_tasks, score_study
 
 __all__ = ["ScoreSpec", "GridConfig", "PAPER_TABLE1", "PAPER_TABLE2", "CLAIMS", "METHODS", "plan_grid",
            "run_grid", "collect_scores", "check_claims", "SCORE_COLUMNS", "PER_QUESTION_KEYS", "COST_COLUMNS",
            "CellMeter", "cost_by_method", "scored_tokens", "write_costs", "metric_for", "subset", "load_tasks",
-           "score_study"]
+           "score_study", "LEARNED_COLUMNS", "memorisation_vs_accuracy"]
