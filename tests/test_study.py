@@ -335,3 +335,21 @@ def test_memorisation_beside_accuracy_joins_each_adapter_to_its_own_scores():
     md = plots.learned_markdown(t)
     assert "| m | t | ft-par-10 | 10 | epochs | 4.00 -> 0.50 | 0.60 | 0.310 [0.000, 1.000] | 0.250 |" in md
     assert "no fine-tuned adapters" in plots.learned_markdown(study.memorisation_vs_accuracy(None, scores))
+
+
+def test_claim4_compares_ft_par_10_at_fixed_epochs_not_its_fixed_step_twin(tmp_path):
+    n = 40
+    accs = {"base": [0] * n, "FT-reg": [1 if i < 8 else 0 for i in range(n)],
+            "FT-par": [1 if i < 9 else 0 for i in range(n)]}
+    specs = _fake_run(tmp_path, accs)
+    for variant, budget, good in (("ft-par-10", "epochs", 30), ("ft-par-10-fixed", "steps", 8)):
+        spec = study.ScoreSpec(model="m", task="fictional_news", method="FT-par(10)", adapter_dir=variant,
+                               variant=variant, n_paraphrases=10, budget=budget)
+        specs.append(spec)
+        write_jsonl(layout.score_cache_dir(tmp_path) / f"{spec.key()}.jsonl",
+                    [{"id": f"q{i}", "acc": int(i < good), "acc_norm": int(i < good)} for i in range(n)])
+    _, claims = _claims(tmp_path, specs)
+    ev = {(e["a"], e["b"]): e for e in claims[4]["evidence"]}
+    assert ev[("FT-par(10)", "FT-reg")]["acc_a"] == pytest.approx(30 / n)  # the fixed-epochs adapter, not 8/40
+    assert ev[("FT-par(10)", "FT-reg")]["holds"] and not ev[("FT-par", "FT-reg")]["holds"]
+    assert claims[4]["verdict"] == "mixed"

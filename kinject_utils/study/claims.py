@@ -11,14 +11,17 @@ from typing import Any
 
 from .paper import CLAIMS, metric_for
 
-__all__ = ["check_claims", "PAIRS"]
+__all__ = ["check_claims", "PAIRS", "FIXED_STEPS"]
+
+#: suffix of a sweep cell trained for FT-reg's number of steps (variant ``ft-par-N-fixed``)
+FIXED_STEPS = "fixed-steps"
 
 # claim -> comparisons (A, B, what must hold of acc(A) - acc(B))
 PAIRS = {
     1: [("base+RAG", "base", "better")],
     2: [("base+RAG", "FT-reg", "better"), ("base+RAG", "FT-par", "better")],
     3: [("FT-reg", "base", "small")],
-    4: [("FT-par", "FT-reg", "better")],
+    4: [("FT-par", "FT-reg", "better"), ("FT-par(10)", "FT-reg", "better")],  # FT-par(10): the paper's N
     5: [("FT-reg+RAG", "base+RAG", "not_better"), ("FT-par+RAG", "base+RAG", "not_better")],
 }
 
@@ -40,6 +43,8 @@ def _by_cell(scores: Any, per_question: list[dict]) -> dict[tuple, dict[str, flo
         if style is None:
             raise ValueError(f"05_per_question.jsonl row {i} ({key}) has no 'style' and 05_scores.csv has no row "
                              "for its cell; re-run notebook 05 to rebuild both files")
+        if str(r.get("variant") or "").endswith("-fixed"):  # the sweep's fixed-step twin of FT-par(N): its own cell
+            key = key[:3] + (f"{r['method']} {FIXED_STEPS}",) + key[4:]
         out.setdefault(key, {})[r["id"]] = float(r[metric_for(style)])
     return out
 
