@@ -17,13 +17,13 @@ from kinject_utils.tasks import Question, TaskFormatError
 @pytest.fixture(scope="module")
 def fk_all():
     need(FK_DIR)
-    return data.load_fictional_knowledge(str(FK_DIR), max_questions=None)
+    return data.load_fictional_knowledge(str(FK_DIR), max_questions=None, judge=None)  # judged sets: own test file
 
 
 @pytest.fixture(scope="module")
 def fk_default():
     need(FK_DIR)
-    return data.load_fictional_knowledge(str(FK_DIR))
+    return data.load_fictional_knowledge(str(FK_DIR), judge=None)
 
 
 def test_fictional_knowledge_conversion(fk_all):
@@ -80,14 +80,14 @@ def test_fictional_knowledge_question_alone_is_at_chance(fk_all):
 
 def test_fictional_knowledge_subsample_is_grouped_and_deterministic():
     need(FK_DIR)
-    a = data.load_fictional_knowledge(str(FK_DIR), max_questions=60)
-    b = data.load_fictional_knowledge(str(FK_DIR), max_questions=60)
+    a = data.load_fictional_knowledge(str(FK_DIR), max_questions=60, judge=None)
+    b = data.load_fictional_knowledge(str(FK_DIR), max_questions=60, judge=None)
     assert a.questions == b.questions and len(a.questions) == 60 and len(a.docs) == 130
     assert collections.Counter(q.kind for q in a.questions) == {"memorization": 20, "semantic": 20, "composition": 20}
-    only = data.load_fictional_knowledge(str(FK_DIR), kinds=["composition"], max_questions=10)
+    only = data.load_fictional_knowledge(str(FK_DIR), kinds=["composition"], max_questions=10, judge=None)
     assert len(only.questions) == 10 and {q.kind for q in only.questions} == {"composition"}
     with pytest.raises(ValueError, match="kinds"):
-        data.load_fictional_knowledge(str(FK_DIR), kinds=["paraphrase"])
+        data.load_fictional_knowledge(str(FK_DIR), kinds=["paraphrase"], judge=None)
 
 
 # --------------------------------------------------------------------------- bring your own

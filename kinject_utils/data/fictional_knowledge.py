@@ -9,7 +9,13 @@ answer. Fair means the question alone cannot pick the answer out, so a base mode
   -> years and places that followed "in"), so grammar does not rule them out;
 - a probe whose answer repeats a content word of the question is dropped (the question gives it
   away), and so is a distractor that shares a content word with the question;
-- a distractor never occurs in the question's own passage (it is never a true statement there).
+- a distractor never occurs in the question's own passage (it is never a true statement there);
+- options come in balanced sets: 4 questions share the same 4 options, each right for one of them;
+- a judge model (by default the embedded Gemma-3-270M) scores every candidate answer from the
+  question alone, and the sets, and the probe groups kept, are chosen so that it is at chance
+  (adversarial filtering as in HellaSwag/AFLite; :mod:`.fk_judge`). Without a judge
+  (``judge=None``) the sets follow shape, slot and length only, and a base model that reads the
+  question scores well above chance (SmolLM2-135M about 0.4, Gemma-3-270M about 0.5).
 
 :func:`probe_kind_counts` reports the questions per probe kind and :func:`question_only_accuracy`
 the accuracy of a question-only guesser (the option sharing most words with the question), which
@@ -18,21 +24,27 @@ must sit at chance (0.25).
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..io import content_hash, read_json, resolve_path
 from ..log import get_logger
 from ..tasks import Document, Question, Task, TaskFormatError
 from .errors import DataUnavailableError, offline
+from .fk_judge import Judge, JudgeFn, _judge_name, judge_wins, judged_option_sets, select_groups
 from .news_templates import _MONTHS
 
 __all__ = [
+    "FK_DEFAULT_JUDGE",
     "FK_DEFAULT_MAX_QUESTIONS",
     "FK_KINDS",
     "answer_kind",
+    "judge_accuracy",
     "load_fictional_knowledge",
     "probe_kind_counts",
     "question_only_accuracy",
@@ -43,6 +55,11 @@ _log = get_logger("data.fictional_knowledge")
 #: probe field -> Question.kind: memorisation (probe copied from the passage), semantic
 #: generalisation (probe paraphrased), compositional generalisation (facts combined).
 FK_KINDS: dict[str, str] = {"mem": "memorization", "gen": "semantic", "hard_gen": "composition"}
+#: the judge of the option sets by default (:mod:`.fk_judge`): the embedded Gemma-3-270M, which also
+#: puts SmolLM2-135M at chance (a SmolLM2 judge leaves Gemma about 0.45)
+FK_DEFAULT_JUDGE = "gemma3-270m"
+#: judged pool: this many times the probe groups needed (spares: probes without a set, groups passed over)
+FK_JUDGE_POOL = 2.5
 #: questions kept by default: 100 probe groups x 3 kinds (>= 250 for a paired interval under +-0.07)
 FK_DEFAULT_MAX_QUESTIONS = 300
 _FK_FIELDS = ("train_context", "mem_input", "mem_target", "gen_input", "gen_target", "hard_gen_input",
@@ -123,6 +140,7 @@ class _Probe:
     slot: str
     q_words: set[str]  # content words of the probe(s) asking for this target
     passage: str  # lowercase source passage
+    questions: tuple[str, ...] = ()  # the probe(s) asking for this target (what a judge scores)
 
     def accepts(self, other: _Probe) -> bool:
         """Can ``other``'s target be a wrong option of this probe (and the other way round)?"""
@@ -198,9 +216,98 @@ def _fk_entries(source: str) -> list[dict]:
     return entries
 
 
+def _key(i: int, field: str, j: int) -> str:
+    return f"{i}/{'hard' if field == 'hard_gen' else 'plain'}/{j}"
+
+
+def _group(e: dict, i: int, j: int, kinds: Sequence[str], options: dict[str, list[str]]) -> list[Question] | None:
+    """Probe group (i, j): one question per requested kind, or ``None`` when a kind has no option set."""
+    group = []
+    for field, kind in FK_KINDS.items():
+        key = _key(i, field, j)
+        if kind not in kinds or j >= len(e[f"{field}_input"]) or key not in options:
+            continue
+        target, choices = e[f"{field}_target"][j], options[key]
+        if target not in choices:  # gen's target differs from mem's (never in the released data)
+            continue
+        group.append(Question(id=f"fk-{i:03d}/{field}/{j}", question=e[f"{field}_input"][j].strip(),
+                              choices=list(choices), answer=choices.index(target),
+                              source_doc_ids=[f"fk-{i:03d}"], subject="fictional_knowledge", kind=kind))
+    return group if len(group) == len(kinds) else None
+
+
+def _judged_groups(entries: list[dict], probes: dict[str, _Probe], kinds: Sequence[str], seed: int,
+                   max_questions: int | None, judges: list, cache_dir: str | Path | None,
+                   ) -> tuple[list[list[Question]], list[dict[str, dict[str, float]]]]:
+    """Whole probe groups drawn (seeded) with judged option sets (:mod:`.fk_judge`).
+
+    Only the groups drawn are judged: :data:`FK_JUDGE_POOL` times those needed, then, while too
+    few have sets, twice the shortfall more, re-blocked with the probes still without a set. Of the
+    groups with sets, those needed are taken in the drawn order, passing over one that would lift a
+    judge above chance (:func:`.fk_judge.select_groups`).
+    """
+    fields = [f for f, k in FK_KINDS.items() if k in kinds]
+    order = [(i, j) for i, e in enumerate(entries) for j in range(len(e["mem_target"]))
+             if all(j < len(e[f"{f}_input"]) and _key(i, f, j) in probes
+                    and e[f"{f}_target"][j] == probes[_key(i, f, j)].target for f in fields)]
+    random.Random(f"kinject-fk-sample/{seed}").shuffle(order)
+    need = len(order) if max_questions is None else min(len(order), max(1, max_questions // len(kinds)))
+    t0 = time.perf_counter()
+    judges = [Judge(j, cache_dir, content_hash(entries)) for j in judges]
+    options: dict[str, list[str]] = {}
+    excess: Counter = Counter()  # the judges' wins over chance so far, per judge and question slot
+    set_of: dict[str, list[_Probe]] = {}
+    free: list[_Probe] = []
+    kept: list[tuple[int, int]] = []
+    end = rounds = 0
+    placed = True
+    while len(kept) < need and placed:  # the last round: no groups left, but leftovers placed before
+        new = order[end:end + (math.ceil(need * FK_JUDGE_POOL) if not end else 2 * (need - len(kept)))]
+        end, rounds = end + len(new), rounds + 1
+        free += [probes[k] for k in dict.fromkeys(_key(i, f, j) for i, j in new for f in fields)]
+        sets = judged_option_sets(free, _shape, seed, judges, excess)
+        for s in sets:
+            opts = [p.target for p in s]
+            random.Random(f"kinject-fk/{seed}/{s[0].key}").shuffle(opts)
+            options.update({p.key: opts for p in s})
+            set_of.update({p.key: s for p in s})
+        free = [p for p in free if p.key not in options]
+        placed = bool(new or sets)
+        kept = [(i, j) for i, j in order[:end] if all(_key(i, f, j) in options for f in fields)]
+
+    def group_excess(g: tuple[int, int]) -> Counter:  # the judges' wins over chance on group g's questions
+        out: Counter = Counter()
+        for k in dict.fromkeys(_key(g[0], f, g[1]) for f in fields):
+            for n, jd in enumerate(judges):
+                out.update({(n, slot): v for slot, v in judge_wins(set_of[k], jd.table, probes[k]).items()})
+        return out
+
+    chosen = select_groups(kept, group_excess, need)
+    for j in judges:
+        _log.info("fictional knowledge: judge %s scored %d question-option pairs in %.1f s (%d from the cache)",
+                  j.name, j.n_scored, j.seconds, j.n_cached)
+    _log.info("fictional knowledge: %d probe groups chosen of %d with option sets (%d judged in %d rounds; "
+              "%d eligible); judging took %.1f s", len(chosen), len(kept), end, rounds, len(order),
+              time.perf_counter() - t0)
+    groups = [_group(entries[i], i, j, kinds, options) for i, j in sorted(chosen)]
+    return [g for g in groups if g is not None], [j.table for j in judges]
+
+
+def judge_accuracy(questions: Sequence[Question], table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Accuracy per probe kind (and ``"all"``) of a judge's score table: its best-scored option."""
+    hits: dict[str, list[int]] = {}
+    for q in questions:
+        s = [table[q.question][c] for c in q.choices]
+        for k in (q.kind or "other", "all"):
+            hits.setdefault(k, []).append(int(s.index(max(s)) == q.answer))
+    return {k: round(sum(v) / len(v), 4) for k, v in hits.items()}
+
+
 def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge", *,
                              max_questions: int | None = FK_DEFAULT_MAX_QUESTIONS,
-                             kinds: Sequence[str] = tuple(FK_KINDS.values()), seed: int = 0) -> Task:
+                             kinds: Sequence[str] = tuple(FK_KINDS.values()), seed: int = 0,
+                             judge: str | JudgeFn | Sequence[str | JudgeFn] | None = FK_DEFAULT_JUDGE,
+                             judge_cache: str | Path | None = None) -> Task:
     """The fictional-knowledge corpus as a fair 4-option task (130 passages; distractors: module doc).
 
     A probe group is one passage's probe j in every requested kind; a group is kept only when every
@@ -215,6 +322,12 @@ def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge",
             ``None`` keeps all. Docs stay all 130.
         kinds: any of ``memorization``, ``semantic``, ``composition``.
         seed: for the distractor tie-breaks, choice order and the subsample.
+        judge: the model(s) whose question-only preference the option sets and kept groups are
+            chosen against (:mod:`.fk_judge`; a registry name, a local folder, or a function
+            scoring questions' choices), default the embedded Gemma-3-270M (about 3 minutes on
+            2 CPU cores for the default 300 questions); ``None`` builds the sets without a model
+            (shape, slot and length only: a base model then scores above chance).
+        judge_cache: folder for the judge's scores (re-runs score nothing); ``None``: no cache.
 
     Raises:
         FileNotFoundError: the folder or JSON is missing.
@@ -225,6 +338,9 @@ def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge",
         raise ValueError(f"kinds {sorted(bad) or list(kinds)} not understood; use any of {list(FK_KINDS.values())}")
     if max_questions is not None and max_questions < 1:
         raise ValueError("max_questions must be >= 1 (or None for all)")
+    judges = [] if judge is None else [judge] if isinstance(judge, str) or callable(judge) else list(judge)
+    if any(not (isinstance(j, str) and j.strip()) and not callable(j) for j in judges):
+        raise ValueError(f"judge must be a model name, a scoring function, a list of them, or None; got {judge!r}")
     entries = _fk_entries(source)
     for i, e in enumerate(entries):
         missing = [f for f in _FK_FIELDS if f not in e]
@@ -246,48 +362,43 @@ def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge",
                 target, q_words = e[f"{field}_target"][j], set().union(*(_content(q) for q in asked))
                 if not isinstance(target, str) or not target.strip() or _content(target) & q_words:
                     continue  # the question gives its answer away
-                key = f"{i}/{'hard' if field == 'hard_gen' else 'plain'}/{j}"
-                probes[key] = _Probe(key, i, target, _slot(asked[0]), q_words, e["train_context"].lower())
+                key = _key(i, field, j)
+                probes[key] = _Probe(key, i, target, _slot(asked[0]), q_words, e["train_context"].lower(),
+                                     tuple(q.strip() for q in asked))
     if "semantic" in kinds and "memorization" not in kinds:  # gen probes alone: key them as plain too
         for i, e in enumerate(entries):
             for j, (q, t) in enumerate(zip(e["gen_input"], e["gen_target"])):
                 if isinstance(t, str) and t.strip() and not _content(t) & _content(q):
                     probes[f"{i}/plain/{j}"] = _Probe(f"{i}/plain/{j}", i, t, _slot(q), _content(q),
-                                                      e["train_context"].lower())
-    options = _option_sets(list(probes.values()), seed)
-    groups: list[list[Question]] = []
-    dropped = 0
-    for i, e in enumerate(entries):
-        for j in range(len(e["mem_target"])):
-            group = []
-            for field, kind in FK_KINDS.items():
-                key = f"{i}/{'hard' if field == 'hard_gen' else 'plain'}/{j}"
-                if kind not in kinds or j >= len(e[f"{field}_input"]) or key not in options:
-                    continue
-                target, choices = e[f"{field}_target"][j], options[key]
-                if target not in choices:  # gen's target differs from mem's (never in the released data)
-                    continue
-                group.append(Question(id=f"fk-{i:03d}/{field}/{j}", question=e[f"{field}_input"][j].strip(),
-                                      choices=list(choices), answer=choices.index(target),
-                                      source_doc_ids=[f"fk-{i:03d}"], subject="fictional_knowledge", kind=kind))
-            if len(group) == len(kinds):
-                groups.append(group)
-            else:
-                dropped += 1
-    _log.info("fictional knowledge: %d probe groups kept, %d dropped (an answer the question gives away, "
-              "or no same-type option set)",
-              len(groups), dropped)
-    if max_questions is not None:
-        keep = sorted(random.Random(f"kinject-fk-sample/{seed}").sample(
-            range(len(groups)), min(len(groups), max(1, max_questions // len(kinds)))))
-        groups = [groups[k] for k in keep]
+                                                      e["train_context"].lower(), (q.strip(),))
+    tables: list[dict[str, dict[str, float]]] = []
+    if judges:
+        groups, tables = _judged_groups(entries, probes, kinds, seed, max_questions, judges, judge_cache)
+    else:
+        options = _option_sets(list(probes.values()), seed)
+        groups = [g for i, e in enumerate(entries) for j in range(len(e["mem_target"]))
+                  if (g := _group(e, i, j, kinds, options)) is not None]
+        _log.info("fictional knowledge: %d probe groups kept, %d dropped (an answer the question gives away, "
+                  "or no same-type option set)", len(groups), sum(len(e["mem_target"]) for e in entries) - len(groups))
+        if max_questions is not None:
+            keep = sorted(random.Random(f"kinject-fk-sample/{seed}").sample(
+                range(len(groups)), min(len(groups), max(1, max_questions // len(kinds)))))
+            groups = [groups[k] for k in keep]
     questions = [q for g in groups for q in g][: max_questions or None]
+    names = [_judge_name(j) for j in judges]
+    judged = {n: judge_accuracy(questions, t) for n, t in zip(names, tables)}
+    for n, acc in judged.items():
+        _log.info("fictional knowledge: judge %s on the task (question only, acc_norm): %s", n,
+                  ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    how = (f"judged by {', '.join(names)} so that the question alone is at chance for it" if judges
+           else "not judged by a model")
     return Task(name="fictional_knowledge", questions=questions, docs=docs, paraphrases=paraphrases,
                 meta={"kind": "fictional_knowledge", "source": str(source), "kinds": list(kinds), "seed": seed,
                       "max_questions": max_questions, "per_kind": probe_kind_counts(questions),
+                      "judge": names or None, "judge_accuracy": judged or None,
                       "description": "Chang et al. (2024) fictional knowledge: 130 invented passages; cloze "
                                      "probes as 4-option questions (memorization / semantic / composition) with "
-                                     "same-type, same-slot distractors"})
+                                     f"same-type, same-slot distractors in balanced sets, {how}"})
 
 
 def probe_kind_counts(questions: Sequence[Question]) -> dict[str, int]:
