@@ -110,7 +110,8 @@ def _task_sizes(p01: dict[str, Any], count: _Counter) -> dict[str, dict[str, Any
                 (str(local), "hub: estimated from the local copy")
             try:
                 cap = p01.get("FK_MAX_QUESTIONS") or None
-                t = data.load_fictional_knowledge(use, max_questions=cap, seed=p01.get("SEED", 0))
+                # judge=None: the counts do not depend on the judge, and a plan loads no model
+                t = data.load_fictional_knowledge(use, max_questions=cap, seed=p01.get("SEED", 0), judge=None)
                 out[task] = _measure(t, count, note)
             except Exception:  # noqa: BLE001
                 out[task] = {"note": "source not readable offline: size unknown"}
