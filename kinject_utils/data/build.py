@@ -12,6 +12,7 @@ from ..tasks import Task
 from .custom import load_custom_task, load_documents
 from .errors import DataUnavailableError
 from .fictional_knowledge import (
+    FK_DEFAULT_JUDGE,
     FK_DEFAULT_MAX_QUESTIONS,
     FK_KINDS,
     load_fictional_knowledge,
@@ -30,6 +31,7 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
                 mmlu_dir: str = "../shared/data/mmlu", fk_dir: str = "../shared/data/fictional_knowledge", *,
                 fk_max_questions: int | None = FK_DEFAULT_MAX_QUESTIONS,
                 fk_kinds: Sequence[str] = tuple(FK_KINDS.values()),
+                fk_judge: str | Sequence[str] | None = FK_DEFAULT_JUDGE,
                 mmlu_kb: str = "", custom_docs_dir: str = "", custom_questions: str = "",
                 n_paraphrases: int = 10) -> dict[str, Path]:
     """Build and write every requested task in its folder (:func:`kinject_utils.layout.task_dir`).
@@ -40,6 +42,8 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
     Args:
         task_names: any of ``fictional_news``, ``fictional_knowledge``, ``mmlu``, ``custom``.
         size: fictional news size (``tiny|default|large``).
+        fk_judge: the model(s) judging the fictional-knowledge option sets (``None``/``[]``: none);
+            their scores are cached under ``{results_dir}/cache/01_fk_judge/``.
         mmlu_kb: ``""`` (no MMLU knowledge base: MMLU is scored without RAG), ``"wikipedia"``
             (online builder) or a folder of documents.
         custom_docs_dir, custom_questions: the bring-your-own task's inputs.
@@ -60,7 +64,9 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
             if name == "fictional_news":
                 task = make_fictional_news(size, seed, n_paraphrases)
             elif name == "fictional_knowledge":
-                task = load_fictional_knowledge(fk_dir, max_questions=fk_max_questions, kinds=fk_kinds, seed=seed)
+                task = load_fictional_knowledge(fk_dir, max_questions=fk_max_questions, kinds=fk_kinds, seed=seed,
+                                                judge=fk_judge or None,
+                                                judge_cache=resolve_path(results_dir) / "cache" / "01_fk_judge")
             elif name == "mmlu":
                 kb = None
                 if mmlu_kb == "wikipedia":
