@@ -21,6 +21,7 @@ PathLike = str | os.PathLike
 # (function name, path pattern under RESULTS_DIR or FIGURES_DIR, what it holds); docs/DESIGN.md lists these.
 ARTIFACTS: list[tuple[str, str, str]] = [
     ("task_dir", "01_tasks/<task>/", "one task in the task format (task.json, questions/kb/dev/paraphrases .jsonl)"),
+    ("fk_judge_cache_dir", "cache/01_fk_judge/", "the fictional-knowledge judge's question-only scores"),
     ("paraphrase_file", "02_paraphrases/<task>.jsonl", "accepted paraphrases per document"),
     ("paraphrase_stats", "02_paraphrase_stats.csv", "acceptance and fill rates per task, backend, model"),
     ("paraphrase_cache_dir", "cache/paraphrases/", "raw backend replies, one JSONL per backend and model"),
@@ -53,6 +54,11 @@ def _r(results_dir: PathLike) -> Path:
 def task_dir(results_dir: PathLike, task: str) -> Path:
     """``01_tasks/<task>/``: one task in the task format."""
     return _r(results_dir) / "01_tasks" / task
+
+
+def fk_judge_cache_dir(results_dir: PathLike) -> Path:
+    """``cache/01_fk_judge/``: the fictional-knowledge judge's scores (a re-run of notebook 01 scores nothing)."""
+    return _r(results_dir) / "cache" / "01_fk_judge"
 
 
 # ---- 02 -------------------------------------------------------------------------------------------

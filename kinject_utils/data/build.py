@@ -66,7 +66,7 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
             elif name == "fictional_knowledge":
                 task = load_fictional_knowledge(fk_dir, max_questions=fk_max_questions, kinds=fk_kinds, seed=seed,
                                                 judge=fk_judge or None,
-                                                judge_cache=resolve_path(results_dir) / "cache" / "01_fk_judge")
+                                                judge_cache=layout.fk_judge_cache_dir(resolve_path(results_dir)))
             elif name == "mmlu":
                 kb = None
                 if mmlu_kb == "wikipedia":
