@@ -227,8 +227,16 @@ def test_costs_per_cell_and_per_method(tmp_path):
 
 
 def _touch(mib):
-    block = bytearray(mib * 2**20)
-    block[::4096] = b"\x01" * len(block[::4096])  # touch every page so it is resident
+    """``mib`` MiB of fresh resident memory: an anonymous mmap with every page written.
+
+    Not a bytearray: malloc may hand back pages an earlier test freed but the process kept
+    resident, and then the resident size does not grow (seen in the full suite on CI).
+    """
+    import mmap
+
+    block = mmap.mmap(-1, mib * 2**20)
+    for off in range(0, mib * 2**20, mmap.PAGESIZE):
+        block[off] = 1
     return block
 
 
@@ -243,15 +251,14 @@ def test_cell_meter_measures_time_and_memory(monkeypatch, reset_honoured):
     elif not costs._reset_hwm():
         pytest.skip("this kernel does not reset VmHWM through /proc/self/clear_refs")
     m = study.CellMeter("cpu")
-    del_me = _touch(256)  # a transient peak before the cells
-    del del_me
+    _touch(256).close()  # a transient peak before the cells
     m.start()
     empty = m.stop()
     m.start()
     block = _touch(64)
     time.sleep(0.05)
     out = m.stop()
-    del block
+    block.close()
     assert out["wall_s"] >= 0.05
     assert out["mem_source"] == ("VmHWM (reset per cell)" if reset_honoured else "VmRSS (sampled every 10 ms)")
     # the cell's 64 MiB is seen; the earlier 256 MiB peak is not charged to it
