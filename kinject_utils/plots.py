@@ -258,3 +258,15 @@ def learned_markdown(table: Any) -> str:
                      f"| {r['kb_loss_before']:.2f} -> {r['kb_loss_after']:.2f} | {par} "
                      f"| {r['acc']:.3f} [{r['acc_lo']:.3f}, {r['acc_hi']:.3f}] | {_fmt(r['base_acc'])} |")
     return "\n".join(lines) + "\n"
+
+
+def chance_markdown(table: Any) -> str:
+    """``study.base_by_kind`` as Markdown: the base model per question kind, beside chance."""
+    lines = ["| model | task | kind | n | base accuracy [95% CI] | chance | at chance |", "|---" * 7 + "|"]
+    if table is None or not len(table):
+        return "\n".join(lines + ["| no base scores with question kinds (run notebooks 01 and 05) |" + " |" * 6]) + "\n"
+    for r in table.to_dict("records"):
+        lines.append(f"| {r['model']} | {r['task']} | {r['kind']} | {r['n']} "
+                     f"| {r['score']:.3f} [{r['score_lo']:.3f}, {r['score_hi']:.3f}] | {r['chance']:.2f} "
+                     f"| {'yes' if r['at_chance'] else '**no**'} |")
+    return "\n".join(lines) + "\n"

@@ -360,3 +360,22 @@ def test_claim4_compares_ft_par_10_at_fixed_epochs_not_its_fixed_step_twin(tmp_p
     assert ev[("FT-par(10)", "FT-reg")]["acc_a"] == pytest.approx(30 / n)  # the fixed-epochs adapter, not 8/40
     assert ev[("FT-par(10)", "FT-reg")]["holds"] and not ev[("FT-par", "FT-reg")]["holds"]
     assert claims[4]["verdict"] == "mixed"
+
+
+def test_base_by_kind_flags_a_kind_the_question_gives_away():
+    """Per probe kind, beside chance: a kind the base model gets right too often is flagged, others not."""
+    qs = [Question(id=f"q{i}", question="?", choices=list("abcd"), answer=0, kind="mem" if i < 200 else "comp")
+          for i in range(400)]
+    task = Task("fictional_knowledge", qs, [Document("d", "t", "x")])
+    rows = [{"model": "m", "task": "fictional_knowledge", "method": "base", "shots": 0, "k": 0, "style": "cloze",
+             "id": f"q{i}", "acc": 1, "acc_norm": int(i % 4 == 0) if i < 200 else int(i % 5 != 0)} for i in range(400)]
+    noise = [dict(r, method="base+RAG", k=1, acc_norm=1) for r in rows] + [dict(rows[0], id="not-a-question")]
+    table = study.base_by_kind(rows + noise, {"fictional_knowledge": task})
+    got = {r["kind"]: r for r in table.to_dict("records")}
+    assert list(table["kind"]) == ["comp", "mem", "all"]
+    assert got["mem"]["n"] == 200 and got["mem"]["score"] == 0.25 and got["mem"]["at_chance"]
+    assert got["comp"]["score"] == 0.8 and not got["comp"]["at_chance"] and got["comp"]["chance"] == 0.25
+    assert got["all"]["n"] == 400 and got["all"]["score"] == pytest.approx(0.525)
+    md = plots.chance_markdown(table)
+    assert "| m | fictional_knowledge | comp | 200 | 0.800 [" in md and "**no**" in md
+    assert "no base scores" in plots.chance_markdown(study.base_by_kind([], {}))

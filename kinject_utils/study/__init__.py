@@ -8,10 +8,12 @@ One concern per module:
     costs    per-cell wall time, peak memory, scored tokens; training and index costs; per-method table
     claims   check_claims: each claim decided by paired intervals
     learned  memorisation (notebook 03) beside question accuracy (05), per adapter
+    chance   the base model per question kind beside chance (is a fictional task fair?)
     run      score_study: notebook 05 in one call on one device and dtype
 
     path = score_study("results", ["smollm2-135m"], ["fictional_news"], GridConfig(), device="auto")
 """
+from .chance import CHANCE_COLUMNS, base_by_kind
 from .claims import check_claims
 from .collect import PER_QUESTION_KEYS, SCORE_COLUMNS, collect_scores
 from .costs import COST_COLUMNS, CellMeter, cost_by_method, scored_tokens, write_costs
@@ -23,4 +25,4 @@ from .run import load_tasks, score_study
 __all__ = ["ScoreSpec", "GridConfig", "PAPER_TABLE1", "PAPER_TABLE2", "CLAIMS", "METHODS", "plan_grid",
            "run_grid", "collect_scores", "check_claims", "SCORE_COLUMNS", "PER_QUESTION_KEYS", "COST_COLUMNS",
            "CellMeter", "cost_by_method", "scored_tokens", "write_costs", "metric_for", "subset", "load_tasks",
-           "score_study", "LEARNED_COLUMNS", "memorisation_vs_accuracy"]
+           "score_study", "LEARNED_COLUMNS", "memorisation_vs_accuracy", "CHANCE_COLUMNS", "base_by_kind"]
