@@ -379,3 +379,20 @@ def test_base_by_kind_flags_a_kind_the_question_gives_away():
     md = plots.chance_markdown(table)
     assert "| m | fictional_knowledge | comp | 200 | 0.800 [" in md and "**no**" in md
     assert "no base scores" in plots.chance_markdown(study.base_by_kind([], {}))
+
+
+def test_claim4_lists_one_adapter_under_two_labels_once(tmp_path):
+    """With N_PAR 10 the headline FT-par is the sweep's FT-par(10): the same cell, compared once."""
+    n = 40
+    good = [1 if i < 30 else 0 for i in range(n)]
+    specs = _fake_run(tmp_path, {"base": [0] * n, "base+RAG": [1] * n, "FT-reg": [1 if i < 8 else 0 for i in range(n)],
+                                 "FT-par": good})
+    spec = study.ScoreSpec(model="m", task="fictional_news", method="FT-par(10)", adapter_dir="ft-par",
+                           variant="ft-par", n_paraphrases=10, budget="epochs")
+    specs.append(spec)
+    write_jsonl(layout.score_cache_dir(tmp_path) / f"{spec.key()}.jsonl",
+                [{"id": f"q{i}", "acc": v, "acc_norm": v} for i, v in enumerate(good)])
+    _, claims = _claims(tmp_path, specs)
+    assert [(e["a"], e["b"]) for e in claims[4]["evidence"]] == [("FT-par", "FT-reg")]
+    assert claims[4]["verdict"] == "supported"
+    assert len(claims[2]["evidence"]) == 2  # base+RAG vs FT-reg and vs FT-par: different B, both kept

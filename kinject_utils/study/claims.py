@@ -107,18 +107,21 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
         ids = sorted(set(ca) & set(cb))
         # paired_test(x, y) reports y - x: pass (b, a) so diff = acc(a) - acc(b)
         res = paired_test([cb[i] for i in ids], [ca[i] for i in ids], seed=seed)
-        return {"model": model, "task": task, "shots": shots, "a": a, "b": b, "n": len(ids),
+        return {"_same": (model, task, shots, b, tuple(sorted(ca.items()))),
+                "model": model, "task": task, "shots": shots, "a": a, "b": b, "n": len(ids),
                 "acc_a": res["acc_b"], "acc_b": res["acc_a"], "diff": res["diff"],
                 "diff_lo": res["diff_lo"], "diff_hi": res["diff_hi"], "p_value": res["p_mcnemar"]}
 
     combos = sorted({k_[:3] for k_ in by_cell})
     out = []
     for num, comps in PAIRS.items():
-        evid = []
+        evid, seen = [], set()
         for (m, t, s) in combos:
             for a, b, want in comps:
                 e = compare(m, t, s, a, b)
-                if e:
+                same = e.pop("_same") if e else None
+                if e and same not in seen:  # one adapter under two labels (N_PAR 10: FT-par is FT-par(10)): once
+                    seen.add(same)
                     e["want"] = want
                     e["holds"] = _holds(e)
                     evid.append(e)
