@@ -309,6 +309,22 @@ def _plan_03(p: dict[str, Any], sizes: dict[str, Any], results_dir: Path, tok: A
     return plan
 
 
+def _adapter_cells(p03: dict[str, Any], p05: dict[str, Any], model: str) -> int:
+    """Cells notebook 05 scores for one fine-tuned model x task: each distinct adapter once, + FT-reg/FT-par+RAG.
+
+    A sweep member that is also FT-reg or the headline FT-par is the same adapter and the same
+    cached cell (scored once); each sweep count but 0 has a fixed-step twin unless FIXED_BUDGET is off.
+    """
+    n_par = int(p03.get("N_PAR") or 0)
+    counts = {0, n_par}
+    if p05.get("SWEEP") and model in (p03.get("SWEEP_MODELS") or []):
+        counts |= {int(n) for n in p03.get("SWEEP") or []}
+        twins = len(counts) - 1 if p03.get("FIXED_BUDGET", "ft-reg") != "off" else 0
+    else:
+        twins = 0
+    return len(counts) + twins + (2 if n_par else 1)
+
+
 def _plan_05(p: dict[str, Any], sizes: dict[str, Any], p03: dict[str, Any]) -> NotebookPlan:
     plan = NotebookPlan("05", "score")
     device = _device(p.get("DEVICE", "auto"))
@@ -330,10 +346,7 @@ def _plan_05(p: dict[str, Any], sizes: dict[str, Any], p03: dict[str, Any]) -> N
             else:
                 q = min(size["questions"], caps[task]) if caps.get(task) else size["questions"]
                 tuned = task in ft_tasks and model in (p03.get("MODELS") or [])  # notebook 03 trains it
-                n_ft = 2 if tuned else 0  # FT-reg, FT-par (+ their RAG cells)
-                sweep = len(p03.get("SWEEP") or []) if tuned and p.get("SWEEP") and \
-                    model in (p03.get("SWEEP_MODELS") or []) else 0
-                cells = 2 + len(p.get("K_SWEEP") or []) + 2 * n_ft + sweep
+                cells = 2 + len(p.get("K_SWEEP") or []) + (_adapter_cells(p03, p, model) if tuned else 0)
             plan.lines.append(f"  {model} / {task}: {q:,} questions x {cells} cells = {q * cells:,} scored questions "
                               f"({q * cells * N_OPTIONS:,} log-likelihood requests)")
             total += q * cells

@@ -250,7 +250,16 @@ def test_plan_05_scores_adapters_only_for_the_models_notebook_03_trains():
     from kinject_utils import plan as plan_mod
 
     p05 = {"MODELS": ["a", "b"], "TASKS": ["fictional_news"], "SWEEP": True, "DEVICE": "cpu"}
-    p03 = {"MODELS": ["a"], "TASKS": ["fictional_news"], "FT_TASKS": [], "SWEEP": [0, 2, 10], "SWEEP_MODELS": ["a"]}
-    lines = plan_mod._plan_05(p05, {"fictional_news": {"questions": 10}}, p03).lines
-    cells = {ln.split("/")[0].strip(): int(re.search(r"x (\d+) cells", ln).group(1)) for ln in lines if " cells " in ln}
-    assert cells == {"a": 2 + 4 + 3, "b": 2}  # b: base and base+RAG only (03 trains no adapter for it)
+    p03 = {"MODELS": ["a"], "TASKS": ["fictional_news"], "FT_TASKS": [], "SWEEP": [0, 2, 10], "SWEEP_MODELS": ["a"],
+           "N_PAR": 2, "FIXED_BUDGET": "ft-reg"}
+
+    def cells(p03):
+        lines = plan_mod._plan_05(p05, {"fictional_news": {"questions": 10}}, p03).lines
+        return {ln.split("/")[0].strip(): int(re.search(r"x (\d+) cells", ln).group(1))
+                for ln in lines if " cells " in ln}
+
+    # a: base, base+RAG; adapters N=0 (FT-reg), 2 (FT-par), 10 and the twins of 2 and 10; FT-reg+RAG, FT-par+RAG
+    assert cells(p03) == {"a": 2 + 5 + 2, "b": 2}  # b: base and base+RAG only (03 trains no adapter for it)
+    # N_PAR 10 with the sweep 0, 10: FT-par is the sweep's FT-par(10), scored once; one twin
+    assert cells(dict(p03, N_PAR=10, SWEEP=[0, 10]))["a"] == 2 + 3 + 2
+    assert cells(dict(p03, N_PAR=10, SWEEP=[0, 10], FIXED_BUDGET="off"))["a"] == 2 + 2 + 2
