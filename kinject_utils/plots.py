@@ -202,11 +202,16 @@ def fig_recall(recall: Any, path: str | Path) -> Path:
                    empty=None if has else "no retrieval diagnostics")
 
 
+_HOLDS = {True: "yes", False: "no", None: "undecided"}
+
+
 def claims_markdown(claims: list[dict]) -> str:
     """The claims check as Markdown: verdict per claim and the comparisons that decided it."""
     lines = ["# Claims check", "",
              "A comparison counts when the paired 95% bootstrap interval of the accuracy difference "
-             "(same questions) excludes 0.", ""]
+             "(same questions) excludes 0; \"A beats B\" is undecided while the interval contains 0 "
+             "(the run cannot tell). Verdicts: supported (every comparison holds), not supported (none "
+             "does), undecided (none is decided), mixed (anything else).", ""]
     for c in claims:
         lines.append(f"## Claim {c['claim']}: {CLAIMS[c['claim']]} — **{c['verdict']}**")
         lines.append("")
@@ -216,7 +221,7 @@ def claims_markdown(claims: list[dict]) -> str:
             for e in c["evidence"]:
                 lines.append(f"| {e['model']} | {e['task']} | {e['shots']} | {e['a']} | {e['b']} | "
                              f"{e['acc_a']:.3f} | {e['acc_b']:.3f} | {e['diff']:+.3f} [{e['diff_lo']:+.3f}, "
-                             f"{e['diff_hi']:+.3f}] | {e['p_value']:.3g} | {'yes' if e['holds'] else 'no'} |")
+                             f"{e['diff_hi']:+.3f}] | {e['p_value']:.3g} | {_HOLDS[e['holds']]} |")
         else:
             lines.append("No cells of this run compare these methods.")
         for sw in c.get("sweep", []):

@@ -396,3 +396,17 @@ def test_claim4_lists_one_adapter_under_two_labels_once(tmp_path):
     assert [(e["a"], e["b"]) for e in claims[4]["evidence"]] == [("FT-par", "FT-reg")]
     assert claims[4]["verdict"] == "supported"
     assert len(claims[2]["evidence"]) == 2  # base+RAG vs FT-reg and vs FT-par: different B, both kept
+
+
+def test_a_comparison_whose_interval_contains_0_is_undecided_not_contradicted(tmp_path):
+    n = 40
+    accs = {"base": [1 if i < 10 else 0 for i in range(n)], "FT-reg": [1 if i < 10 else 0 for i in range(n)],
+            "FT-par": [1 if i < 13 else 0 for i in range(n)]}  # +0.075 on 3 discordant questions: can't tell
+    _, claims = _claims(tmp_path, _fake_run(tmp_path, accs))
+    (e,) = claims[4]["evidence"]
+    assert e["diff_lo"] <= 0 < e["diff_hi"] and e["holds"] is None
+    assert claims[4]["verdict"] == "undecided"
+    assert "| undecided |" in plots.claims_markdown(list(claims.values()))
+    accs["FT-par"] = [0] * n  # now clearly worse: contradicted
+    _, claims = _claims(tmp_path, _fake_run(tmp_path, accs))
+    assert claims[4]["evidence"][0]["holds"] is False and claims[4]["verdict"] == "not supported"

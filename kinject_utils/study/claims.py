@@ -1,7 +1,8 @@
 """The claims check of notebook 06: does this run support each of the paper's five claims?
 
 A comparison "A beats B" counts as supported when a paired test on the same questions gives a
-positive difference whose 95% bootstrap interval excludes 0. Each cell's correctness is read in
+positive difference whose 95% bootstrap interval excludes 0, as contradicted when the interval lies
+below 0, and as undecided when it contains 0 (the run is too small to tell). Each cell's correctness is read in
 the primary metric of its scoring style (:func:`~kinject_utils.study.paper.metric_for`), the same
 rule the score table and the paper tables use.
 """
@@ -49,11 +50,16 @@ def _by_cell(scores: Any, per_question: list[dict]) -> dict[tuple, dict[str, flo
     return out
 
 
-def _holds(e: dict) -> bool:
-    """Whether one comparison goes the way the claim says (``e["want"]``), by its 95% interval."""
+def _holds(e: dict) -> bool | None:
+    """Whether one comparison goes the way the claim says (``e["want"]``), by its 95% interval.
+
+    ``None``: the run cannot tell. "A beats B" holds when the interval of acc(A) - acc(B) lies
+    above 0, fails when it lies below 0, and is undecided when it contains 0. "Not better" and
+    "barely helps" are claims of no (large) gain: they hold unless the interval shows one.
+    """
     lo, hi, w = e["diff_lo"], e["diff_hi"], e["want"]
     if w == "better":
-        return lo > 0
+        return True if lo > 0 else (False if hi < 0 else None)
     if w == "not_better":
         return not lo > 0
     if w == "small":  # "barely helps": no significant gain above 5 points
@@ -61,10 +67,15 @@ def _holds(e: dict) -> bool:
     raise ValueError(w)
 
 
-def _verdict(ok: list[bool]) -> str:
+def _verdict(ok: list[bool | None]) -> str:
+    """supported (all hold), not supported (all fail), undecided (none decided), mixed (anything else)."""
     if not ok:
         return "untested"
-    return "supported" if all(ok) else ("not supported" if not any(ok) else "mixed")
+    if all(o is True for o in ok):
+        return "supported"
+    if all(o is False for o in ok):
+        return "not supported"
+    return "undecided" if all(o is None for o in ok) else "mixed"
 
 
 def _sweep(scores: Any) -> list[dict]:
@@ -92,7 +103,7 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
         per_question: rows of ``05_per_question.jsonl``.
 
     Returns:
-        One dict per claim: claim, text, verdict (supported / not supported / mixed / untested),
+        One dict per claim: claim, text, verdict (supported / not supported / undecided / mixed / untested),
         evidence (every comparison it rests on, with ``holds``); claim 4 also has ``sweep``.
     """
     from ..scoring import paired_test
