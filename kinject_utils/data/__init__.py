@@ -32,6 +32,7 @@ from .custom import (
 )
 from .errors import DataUnavailableError, WikipediaUnavailableError
 from .fictional_knowledge import (
+                                  FK_DEFAULT_JUDGE,
                                   FK_DEFAULT_MAX_QUESTIONS,
                                   FK_KINDS,
                                   answer_kind,
@@ -48,6 +49,7 @@ from .wikipedia import MMLU_WIKI_TOPICS, clean_wiki_text, fetch_wikipedia_kb
 __all__ = [
                                   "DOC_SUFFIXES",
                                   "FICTIONAL_SIZES",
+                                  "FK_DEFAULT_JUDGE",
                                   "FK_DEFAULT_MAX_QUESTIONS",
                                   "FK_KINDS",
                                   "LARGE_DOC_CHARS",
