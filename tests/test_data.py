@@ -40,7 +40,7 @@ def default_world():
 
 
 def test_fictional_news_sizes():
-    for size, (n_docs, n_q) in {"tiny": (8, 16), "default": (36, 252)}.items():
+    for size, (n_docs, n_q) in {"tiny": (8, 16), "default": (36, 288)}.items():
         t = data.make_fictional_news(size)
         assert (len(t.docs), len(t.questions)) == (n_docs, n_q)
     big = data.make_fictional_news("large")
@@ -103,7 +103,7 @@ def test_distractors_are_of_the_same_kind(default_world):
             assert all(re.sub(r"[\d,.]+", "N", c) == shape for c in q.choices), q.choices
         # the question alone rules no option out: no option is a name the question itself uses
         assert not any(c in q.question for c in q.choices), q.id
-    assert collections.Counter(q.answer for q in w.task.questions) == {0: 63, 1: 63, 2: 63, 3: 63}
+    assert collections.Counter(q.answer for q in w.task.questions) == {0: 72, 1: 72, 2: 72, 3: 72}
     kinds = collections.Counter(q.kind for q in w.task.questions)
     assert set(kinds) == {"who", "org", "where", "when", "number", "outcome", "commentator", "commentator_org",
                           "verdict", "neighbour", "next_update"}

@@ -258,7 +258,7 @@ def make_fictional_news(size: str | NewsSize = "default", seed: int = 0, n_parap
     same kind; its answer string is stated in its one source document.
 
     Args:
-        size: ``"tiny"`` (8 events, 16 questions), ``"default"`` (36 events, 252 questions),
+        size: ``"tiny"`` (8 events, 16 questions), ``"default"`` (36 events, 288 questions),
             ``"large"`` (300 events, ~900 questions) or a :class:`NewsSize`.
         seed: same seed -> byte-identical task files.
         n_paraphrases: rewordings per document.

@@ -67,7 +67,7 @@ class NewsSize:
 FICTIONAL_SIZES: dict[str, NewsSize] = {
     "tiny": NewsSize(n_events=8, n_types=4, n_objects=1, n_people=4, n_orgs=4, n_places=4, questions_per_event=2),
     "default": NewsSize(n_events=36, n_types=6, n_objects=2, n_people=12, n_orgs=9, n_places=9,
-                        questions_per_event=7),
+                        questions_per_event=8),
     "large": NewsSize(n_events=300, n_types=8, n_objects=3, n_people=60, n_orgs=40, n_places=30,
                       questions_per_event=3),
 }
