@@ -34,8 +34,10 @@ from .log import get_logger
 __all__ = ["ConfigError", "RunSettings", "load_config", "list_notebooks", "notebook_parameters",
            "declared_parameters", "run_notebooks", "main"]
 
-#: relative cost of each notebook when no earlier run's timings.json exists (the default study's shape)
-DEFAULT_WEIGHTS = {"01": 1.0, "02": 1.0, "03": 30.0, "04": 2.0, "05": 15.0, "06": 1.0}
+#: relative cost of each notebook when no earlier run's timings.json exists: the seconds each took in
+#: the default study's reference run (2 cores, fp32, AVX-512 without AMX; README), so a first run's ETA
+#: is about right from the start (the old guess put 03 at 60% of the run; it took 30%, 05 52%)
+DEFAULT_WEIGHTS = {"01": 132.0, "02": 2.0, "03": 265.0, "04": 19.0, "05": 460.0, "06": 3.0}
 _WRITABLE_PARAMS = ("RESULTS_DIR", "FIGURES_DIR")
 log = get_logger("runner")
 
@@ -112,7 +114,7 @@ def _weights(timings_file: Path, nums: list[str]) -> tuple[dict[str, float], str
             return {n: float(last[n]) for n in nums}, f"ETA from the last run ({timings_file.name})"
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return {n: DEFAULT_WEIGHTS.get(n, 5.0) for n in nums}, "ETA from fixed weights (no earlier run)"
+    return {n: DEFAULT_WEIGHTS.get(n, 60.0) for n in nums}, "ETA from fixed weights (no earlier run)"
 
 
 def _save_timings(timings_file: Path, done: dict[str, float]) -> None:
