@@ -211,7 +211,8 @@ def claims_markdown(claims: list[dict]) -> str:
              "A comparison counts when the paired 95% bootstrap interval of the accuracy difference "
              "(same questions) excludes 0; \"A beats B\" is undecided while the interval contains 0 "
              "(the run cannot tell). Verdicts: supported (every comparison holds), not supported (none "
-             "does), undecided (none is decided), mixed (anything else).", ""]
+             "does), undecided (none is decided), supported / not supported where decided (the decided "
+             "ones agree, the rest are undecided), mixed (some hold, some fail).", ""]
     for c in claims:
         lines.append(f"## Claim {c['claim']}: {CLAIMS[c['claim']]} — **{c['verdict']}**")
         lines.append("")

@@ -358,8 +358,8 @@ def test_claim4_compares_ft_par_10_at_fixed_epochs_not_its_fixed_step_twin(tmp_p
     _, claims = _claims(tmp_path, specs)
     ev = {(e["a"], e["b"]): e for e in claims[4]["evidence"]}
     assert ev[("FT-par(10)", "FT-reg")]["acc_a"] == pytest.approx(30 / n)  # the fixed-epochs adapter, not 8/40
-    assert ev[("FT-par(10)", "FT-reg")]["holds"] and not ev[("FT-par", "FT-reg")]["holds"]
-    assert claims[4]["verdict"] == "mixed"
+    assert ev[("FT-par(10)", "FT-reg")]["holds"] and ev[("FT-par", "FT-reg")]["holds"] is None
+    assert claims[4]["verdict"] == "supported where decided"  # FT-par(2)'s +1 question cannot tell
 
 
 def test_base_by_kind_flags_a_kind_the_question_gives_away():
@@ -410,3 +410,14 @@ def test_a_comparison_whose_interval_contains_0_is_undecided_not_contradicted(tm
     accs["FT-par"] = [0] * n  # now clearly worse: contradicted
     _, claims = _claims(tmp_path, _fake_run(tmp_path, accs))
     assert claims[4]["evidence"][0]["holds"] is False and claims[4]["verdict"] == "not supported"
+
+
+def test_verdicts_name_what_was_decided():
+    """Decided comparisons that agree, beside undecided ones, give 'supported/not supported where decided'."""
+    from kinject_utils.study.claims import _verdict
+
+    assert _verdict([True, True]) == "supported" and _verdict([False]) == "not supported"
+    assert _verdict([None, None]) == "undecided" and _verdict([]) == "untested"
+    assert _verdict([True, None]) == "supported where decided"  # one model decided, the other cannot tell
+    assert _verdict([None, False]) == "not supported where decided"
+    assert _verdict([True, False, None]) == "mixed"

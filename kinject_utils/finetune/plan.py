@@ -33,6 +33,9 @@ TOKENS_PER_S: dict[tuple[str, str, str, str], tuple[float, str]] = {
         188.0, "measured 2026-11-23 on a 2-core CPU with AVX-512 bf16 but no AMX, train_adapter"),
     ("smollm2-135m", "lora", "float32", "cpu/AVX2"): (
         142.0, "measured 2026-11-23 on a 2-core AMD EPYC with AVX2 only (no AVX-512), train_adapter"),
+    ("gemma3-270m", "lora", "float32", "cpu/AVX512"): (
+        132.0, "measured 2026-12-02 in notebook 03 (train_adapter) on a 2-core Intel Xeon with AMX switched off "
+               "for oneDNN (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16); SmolLM2 ran at 252 there"),
     ("gemma3-270m", "lora", "float32", "cpu/AVX2"): (
         65.0, "measured 2026-11-23 on a 2-core AMD EPYC with AVX2 only (no AVX-512), train_adapter"),
     ("mistral-7b", "qlora", "bfloat16", "cuda"): (

@@ -68,14 +68,22 @@ def _holds(e: dict) -> bool | None:
 
 
 def _verdict(ok: list[bool | None]) -> str:
-    """supported (all hold), not supported (all fail), undecided (none decided), mixed (anything else)."""
+    """The claim's verdict from its comparisons (``True`` holds, ``False`` fails, ``None`` undecided).
+
+    supported (all hold), not supported (all fail), undecided (none decided); where only some are
+    decided and those agree, "supported where decided" / "not supported where decided" (nothing in
+    the run goes against it, and the undecided ones are named in the evidence); mixed when some hold
+    and some fail.
+    """
     if not ok:
         return "untested"
-    if all(o is True for o in ok):
-        return "supported"
-    if all(o is False for o in ok):
-        return "not supported"
-    return "undecided" if all(o is None for o in ok) else "mixed"
+    decided = [o for o in ok if o is not None]
+    if not decided:
+        return "undecided"
+    if all(decided) or not any(decided):
+        verdict = "supported" if all(decided) else "not supported"
+        return verdict if len(decided) == len(ok) else verdict + " where decided"
+    return "mixed"
 
 
 def _sweep(scores: Any) -> list[dict]:
@@ -103,7 +111,7 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
         per_question: rows of ``05_per_question.jsonl``.
 
     Returns:
-        One dict per claim: claim, text, verdict (supported / not supported / undecided / mixed / untested),
+        One dict per claim: claim, text, verdict (supported / not supported [where decided] / undecided / mixed / untested),
         evidence (every comparison it rests on, with ``holds``); claim 4 also has ``sweep``.
     """
     from ..scoring import paired_test
@@ -141,10 +149,5 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
     mono = _sweep(scores)
     out[3]["sweep"] = mono
     if mono:  # claim 4 has two halves: FT-par > FT-reg, and a monotone rise over the sweep
-        sweep_verdict = _verdict([m["monotone"] for m in mono])
-        pair = out[3]["verdict"]
-        if pair == "untested":
-            out[3]["verdict"] = sweep_verdict
-        elif pair != sweep_verdict:
-            out[3]["verdict"] = "mixed"
+        out[3]["verdict"] = _verdict([e["holds"] for e in out[3]["evidence"]] + [m["monotone"] for m in mono])
     return out
