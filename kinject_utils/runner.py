@@ -35,9 +35,9 @@ __all__ = ["ConfigError", "RunSettings", "load_config", "list_notebooks", "noteb
            "declared_parameters", "run_notebooks", "main"]
 
 #: relative cost of each notebook when no earlier run's timings.json exists: the seconds each took in
-#: the default study's reference run (2 cores, fp32, AVX-512 without AMX; README), so a first run's ETA
-#: is about right from the start (the old guess put 03 at 60% of the run; it took 30%, 05 52%)
-DEFAULT_WEIGHTS = {"01": 132.0, "02": 2.0, "03": 265.0, "04": 19.0, "05": 460.0, "06": 3.0}
+#: the default study's reference run (2 cores, fp32, AVX-512 with AMX off; README), so a first run's ETA
+#: is about right from the start (the old guess, 03 twice 05, put 03 at 60% of the run)
+DEFAULT_WEIGHTS = {"01": 78.0, "02": 2.0, "03": 663.0, "04": 21.0, "05": 667.0, "06": 4.0}
 _WRITABLE_PARAMS = ("RESULTS_DIR", "FIGURES_DIR")
 log = get_logger("runner")
 

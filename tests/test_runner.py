@@ -101,7 +101,7 @@ def test_timing_table_and_weights(tmp_path):
     table = runner.timing_table({"01": 30.0, "03": 90.0}, {"01": "01_prepare_data", "03": "03_finetune_qlora"})
     assert "25.0%" in table and "75.0%" in table and "1m 30s" in table and "total" in table
     w, why = runner._weights(tmp_path / "timings.json", ["01", "03"])
-    assert w == {"01": 132.0, "03": 265.0} and "fixed weights" in why
+    assert w == {"01": 78.0, "03": 663.0} and "fixed weights" in why
     runner._save_timings(tmp_path / "timings.json", {"01": 12.0, "03": 300.0})
     w, why = runner._weights(tmp_path / "timings.json", ["01", "03"])
     assert w == {"01": 12.0, "03": 300.0} and "last run" in why
