@@ -111,8 +111,8 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
         per_question: rows of ``05_per_question.jsonl``.
 
     Returns:
-        One dict per claim: claim, text, verdict (supported / not supported [where decided] / undecided / mixed / untested),
-        evidence (every comparison it rests on, with ``holds``); claim 4 also has ``sweep``.
+        One dict per claim: claim, text, verdict (supported / not supported [where decided] / undecided /
+        mixed / untested), evidence (every comparison it rests on, with ``holds``); claim 4 also has ``sweep``.
     """
     from ..scoring import paired_test
 
