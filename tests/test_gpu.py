@@ -193,7 +193,8 @@ def test_device_cuda_reaches_every_loader(cuda_world, tmp_path):
 def test_gpu_check_cpu_part_writes_the_table(tmp_path):
     out = tmp_path / "gpu_check.json"
     r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--shape", "tiny", "--device", "cpu", "--steps", "1",
-                        "--micro-batches", "1,2", "--batches", "8,32", "--questions", "4", "--out", str(out)],
+                        "--micro-batches", "1,2", "--batches", "8,32", "--questions", "4", "--out", str(out),
+                        "--dtype", "float32"],  # the parity below is fp32's: auto is bf16 on an AMX CPU
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())

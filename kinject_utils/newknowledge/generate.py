@@ -67,6 +67,8 @@ class HFGenerator:
                gen: Any, greedy_first: bool = False) -> list[list[str]]:
         import torch
 
+        from ..scoring.shared_prefix import cache_kwargs, output_cache
+
         device = next(self.model.parameters()).device
         enc = self.tok(prompts, return_tensors="pt", padding=True).to(device)
         mask = enc["attention_mask"]
@@ -74,7 +76,7 @@ class HFGenerator:
         with torch.no_grad():
             out = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True,
                              logits_to_keep=1)
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            cache, logits = output_cache(out), out.logits[:, -1, :]
             greedy_rows = torch.zeros(len(prompts) * n, dtype=torch.bool, device=device)
             greedy_rows[::n] = greedy_first  # the first row of each prompt's group decodes greedily
             if n > 1:
@@ -101,8 +103,8 @@ class HFGenerator:
                     break
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
                 out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos,
-                                 past_key_values=cache, use_cache=True)
-                cache, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
+                                 **cache_kwargs(self.model, cache))
+                cache, logits, next_pos = output_cache(out), out.logits[:, -1, :], next_pos + 1
         ids = torch.stack(new, dim=1).tolist()
         texts = self.tok.batch_decode(ids, skip_special_tokens=True)
         return [[first_line(t) for t in texts[j * n:(j + 1) * n]] for j in range(len(prompts))]

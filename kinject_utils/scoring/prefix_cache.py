@@ -60,12 +60,12 @@ def prefix_kv(model: Any, tokens: list[int]) -> list[tuple[Any, Any]]:
     import torch
     from transformers import DynamicCache
 
-    from .shared_prefix import model_device
+    from .shared_prefix import cache_kwargs, model_device, output_cache
 
     with torch.no_grad():
         out = model(input_ids=torch.tensor([tokens], device=model_device(model)),
-                    past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
-    return cache_tensors(out.past_key_values)
+                    logits_to_keep=1, **cache_kwargs(model, DynamicCache()))
+    return cache_tensors(output_cache(out))
 
 
 def cache_tensors(cache: Any) -> list[tuple[Any, Any]]:

@@ -64,14 +64,21 @@ def _packed_logprobs(model: Any, plan: Any, toks: list[int], pos: list[int], seg
     """Log-probabilities at every position of one packed row (optionally after a cached prefix)."""
     import torch
 
-    from .shared_prefix import attention_masks, attn_implementation, expand_cache, model_device, model_dtype
+    from .shared_prefix import (
+        attention_masks,
+        attn_implementation,
+        cache_kwargs,
+        expand_cache,
+        model_device,
+        model_dtype,
+    )
 
     device, n = model_device(model), len(toks)
     pos_t, seg_t = torch.tensor([pos]), torch.tensor([seg])
     mask = attention_masks(pos_t, seg_t, plan, model_dtype(model), attn_implementation(model),
                            n_prefix=prefix[1] if prefix else 0)
     mask = {k: v.to(device) for k, v in mask.items()} if isinstance(mask, dict) else mask.to(device)
-    extra = {"past_key_values": expand_cache(prefix[0], 1), "use_cache": True} if prefix else {"use_cache": False}
+    extra = cache_kwargs(model, expand_cache(prefix[0], 1)) if prefix else {"use_cache": False}
     with torch.no_grad():
         out = model(input_ids=torch.tensor([toks], device=device), attention_mask=mask,
                     position_ids=pos_t.to(device), logits_to_keep=torch.ones((1, n), dtype=torch.bool, device=device),

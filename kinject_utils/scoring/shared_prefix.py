@@ -127,6 +127,23 @@ def model_device(model: Any) -> Any:
     return model.get_input_embeddings().weight.device
 
 
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``forward`` keyword arguments that pass a KV cache, in this transformers' spelling.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name still works but warns that it
+    goes in 5.40); a peft wrapper's ``forward`` takes ``**kwargs``, so the base model's signature decides."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return {name: cache, "use_cache": True}
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward returned (``out.cache`` from transformers 5.24, ``past_key_values`` before)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
 def model_dtype(model: Any) -> Any:
     import torch
 
@@ -166,8 +183,7 @@ def run_rows(model: Any, rows: list[Row], plan: tuple[str, int | None], batch_si
         rank[keep] = torch.arange(int(keep.sum()))
         mask = attention_masks(pos, seg, plan, dtype, attn, n_prefix=n_prefix)
         mask = {k: v.to(device) for k, v in mask.items()} if isinstance(mask, dict) else mask.to(device)
-        extra = {"past_key_values": expand_cache(prefix[0], len(batch)), "use_cache": True} if prefix else \
-            {"use_cache": False}
+        extra = cache_kwargs(model, expand_cache(prefix[0], len(batch))) if prefix else {"use_cache": False}
         with torch.no_grad():
             out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device),
                         logits_to_keep=keep.to(device), **extra)
