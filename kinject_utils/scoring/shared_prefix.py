@@ -13,6 +13,7 @@ only a question's own tokens, and its keys start with a cached prefix of ``n_pre
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from .encode import Item
@@ -127,16 +128,22 @@ def model_device(model: Any) -> Any:
     return model.get_input_embeddings().weight.device
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_arg(model_class: type) -> str:
+    """``cache`` where this class's ``forward`` takes it (transformers 5.24+), else ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """``forward`` keyword arguments that pass a KV cache, in this transformers' spelling.
 
     transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name still works but warns that it
-    goes in 5.40); a peft wrapper's ``forward`` takes ``**kwargs``, so the base model's signature decides."""
-    import inspect
-
+    goes in 5.40); a peft wrapper's ``forward`` takes ``**kwargs``, so the base model's class decides (read
+    once per class: this runs on every decoding step of notebook 07's sampler)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-    return {name: cache, "use_cache": True}
+    return {_cache_arg(type(base)): cache, "use_cache": True}
 
 
 def output_cache(out: Any) -> Any:
