@@ -104,22 +104,21 @@ def _task_sizes(p01: dict[str, Any], count: _Counter) -> dict[str, dict[str, Any
                                          p01.get("N_PARAPHRASES", 10))
             out[task] = _measure(t, count, f"generated offline (size {p01.get('TASK_SIZE')})")
         elif task == "fictional_knowledge":
-            src = str(p01.get("FICTIONAL_KNOWLEDGE_DIR", ""))
-            local = Path("../shared/data/fictional_knowledge")
-            use, note = (src, "read from " + src) if src != "hub" else \
-                (str(local), "hub: estimated from the local copy")
+            where = data.describe_source(task, p01.get("FICTIONAL_KNOWLEDGE_DIR", ""))
             try:
+                folder = data.resolve_dataset(task, p01.get("FICTIONAL_KNOWLEDGE_DIR", ""), download=False).path
                 cap = p01.get("FK_MAX_QUESTIONS") or None
                 # judge=None: the counts do not depend on the judge, and a plan loads no model
-                t = data.load_fictional_knowledge(use, max_questions=cap, seed=p01.get("SEED", 0), judge=None)
-                out[task] = _measure(t, count, note)
+                t = data.load_fictional_knowledge(folder, max_questions=cap, seed=p01.get("SEED", 0), judge=None)
+                out[task] = _measure(t, count, f"data: {where}")
             except Exception:  # noqa: BLE001
-                out[task] = {"note": "source not readable offline: size unknown"}
+                out[task] = {"note": f"data: {where}; size known once it is there"}
         elif task == "mmlu":
             n = sum(MMLU_TEST_QUESTIONS.values())
             kb = p01.get("MMLU_KB") or ""
             out[task] = {"questions": n, "per_subject": MMLU_TEST_QUESTIONS,
-                         "note": f"5 subjects, {n} test questions; knowledge base: "
+                         "note": f"data: {data.describe_source(task, p01.get('MMLU_DIR', ''))}; "
+                                 f"5 subjects, {n} test questions; knowledge base: "
                                  + ("Wikipedia, size unknown offline" if kb == "wikipedia" else "none (no RAG, no FT)"),
                          "kb_unknown": kb == "wikipedia"}
         elif task == "custom":

@@ -14,7 +14,8 @@ value is checked against the notebooks' declared parameters before anything runs
 Executed copies go to ``runs/<name>/NN_*.ipynb`` (ignored by git) with ``timings.json``, the wall
 time of each notebook; the next run's progress bar uses it for its ETA. The run stops at the first
 failing cell and logs it (the ``kinject.runner`` logger); the command line prints config errors.
-Notebooks run with the repository root as working directory.
+Notebooks run in ``notebooks/``, the working directory JupyterLab gives them, so a run here and Run All
+there resolve every path the same way (against the project root, :func:`kinject_utils.io.resolve_path`).
 """
 from __future__ import annotations
 
@@ -215,7 +216,7 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
         dest = out / nb.name
         t0 = time.time()
         try:
-            pm.execute_notebook(str(nb), str(dest), parameters=params, cwd=str(root),
+            pm.execute_notebook(str(nb), str(dest), parameters=params, cwd=str(nb.parent),
                                 kernel_name="python3", progress_bar=log_output, log_output=log_output,
                                 execution_timeout=settings.timeout_per_cell)
         except pm.PapermillExecutionError as exc:

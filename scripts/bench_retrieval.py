@@ -4,10 +4,11 @@
     python scripts/bench_retrieval.py --n-vectors 200000   # approximate indexes pay off here
     python scripts/bench_retrieval.py --n-docs 0           # FAISS and BM25 only, no embedder
 
-Embeds passages of the shared fictional-knowledge corpus (../shared/data/fictional_knowledge; a
-synthetic corpus if it is missing) with the configured embedder, then times FAISS search over
-``--n-vectors`` random unit vectors of the embedder's dimension for each index kind, with the
-agreement of the approximate ones with the exact one (top-1 and top-10 overlap). Prints one table; ``--out`` saves it.
+Embeds passages of the fictional-knowledge corpus (found as notebook 01 finds it: KINJECT_DATA or
+the kinject cache, never downloaded here; a synthetic corpus if neither has it) with the configured
+embedder, then times FAISS search over ``--n-vectors`` random unit vectors of the embedder's dimension
+for each index kind, with the agreement of the approximate ones with the exact one (top-1 and top-10
+overlap). Prints one table; ``--out`` saves it.
 Numbers are wall-clock: on a shared machine note the load average printed with them.
 """
 from __future__ import annotations
@@ -24,13 +25,21 @@ from kinject_utils.io import atomic_write_text
 from kinject_utils.retrieval import BM25, LazyEmbedder, build_index, split_passages
 from kinject_utils.tasks import Document
 
-FK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fictional_knowledge" / "fictional_knowledge.json"
+
+def _fk_file() -> Path | None:
+    from kinject_utils.data import DataUnavailableError, resolve_dataset
+
+    try:
+        return resolve_dataset("fictional_knowledge", download=False).path / "fictional_knowledge.json"
+    except DataUnavailableError:
+        return None
 
 
 def corpus(n_docs: int) -> tuple[list[Document], list[str]]:
-    """Documents and probe-style queries: the shared corpus if present, else synthetic text."""
-    if FK.exists():
-        rows = json.loads(FK.read_text(encoding="utf-8"))[:n_docs]
+    """Documents and probe-style queries: the fictional-knowledge corpus if present, else synthetic text."""
+    fk = _fk_file()
+    if fk is not None and fk.exists():
+        rows = json.loads(fk.read_text(encoding="utf-8"))[:n_docs]
         docs = [Document(f"fk{i}", "", r["train_context"]) for i, r in enumerate(rows)]
         queries = [q for r in rows for q in r["mem_input"] + r["gen_input"]]
         return docs, queries

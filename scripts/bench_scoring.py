@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 
 def passages_for(n_questions: int, n_passages: int, words: int, fk_file: Path) -> list[str]:
@@ -127,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="questions per alternation between the two scorers (fair timing on a shared CPU)")
     ap.add_argument("--chunk5", type=int, default=16,
                     help="questions per alternation in the 5-shot case (ours computes the prefix once per chunk)")
-    ap.add_argument("--data", type=Path, default=DATA, help="shared data folder (mmlu/, fictional_knowledge/)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="folder holding mmlu/ (the original CSVs) and fictional_knowledge/; default: found as "
+                         "notebook 01 finds it (KINJECT_DATA, the kinject cache, the hub)")
     ap.add_argument("--cases", nargs="+", choices=("cloze", "letter", "letter5"),
                     default=["cloze", "letter", "letter5"],
                     help="which cases to run")
@@ -135,10 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    mmlu, fk = args.data / "mmlu", args.data / "fictional_knowledge" / "fictional_knowledge.json"
-    for p in (mmlu, fk):
+    from kinject_utils.data import DataUnavailableError, resolve_dataset
+
+    try:
+        mmlu, fk = ((args.data / name) if args.data else resolve_dataset(name).path
+                    for name in ("mmlu", "fictional_knowledge"))
+    except DataUnavailableError as exc:
+        print(f"no data for the benchmark: {exc}", file=sys.stderr)
+        return 2
+    fk = fk / "fictional_knowledge.json"
+    for p in (mmlu / "test" / f"{args.subject}_test.csv", fk):
         if not p.exists():
-            print(f"missing {p}: the benchmark reads the shared data (../shared/data)", file=sys.stderr)
+            print(f"missing {p}: lm-eval's side reads the original MMLU CSVs (test/, dev/) and "
+                  "fictional_knowledge.json; pass --data DIR or set KINJECT_DATA", file=sys.stderr)
             return 2
     import torch
     from lm_eval.models.huggingface import HFLM

@@ -1,4 +1,8 @@
-"""Shared test settings: offline hub, one model cache for the whole run, shared-data paths, test tiers.
+"""Test settings: offline hub, one model cache for the whole run, the lab's data folder, test tiers.
+
+Data: this lab keeps real MMLU CSVs and fictional-knowledge JSON in ``../shared/data``; the tests point
+kinject's data resolver at it through ``KINJECT_DATA`` (set here and in ``.ci/run``, never as a default in
+the package). Tests that need it skip, naming the path, where it is missing.
 
 Tiers (markers, pyproject's addopts deselects the last two by default):
   (none)      fast unit tests             slow        runs a model or a notebook (the tiny config end to end)
@@ -15,15 +19,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
-MMLU_DIR = SHARED_DATA / "mmlu"
-FK_DIR = SHARED_DATA / "fictional_knowledge"
+os.environ.setdefault("KINJECT_DATA", str((ROOT / ".." / "shared" / "data").resolve()))
+DATA = Path(os.environ["KINJECT_DATA"])
+MMLU_DIR = DATA / "mmlu"
+FK_DIR = DATA / "fictional_knowledge"
 
 
 def need(path: Path) -> Path:
     """Skip the calling test, naming the path, when shared data is missing."""
     if not path.exists():
-        pytest.skip(f"shared data not found at {path} (tests read it from ../shared/data)")
+        pytest.skip(f"data not found at {path} (tests read it from KINJECT_DATA={DATA})")
     return path
 
 

@@ -1,13 +1,13 @@
 """Data (notebook 01): MMLU, the fictional news generator, fictional knowledge, bring-your-own, Wikipedia."""
 import collections
 import json
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import MMLU_DIR, need
-from logcap import kinject_log, text
 
 from kinject_utils import data, layout, tasks
 from kinject_utils.tasks import TaskFormatError
@@ -179,8 +179,9 @@ def test_mmlu_five_subjects_load_with_the_paper_counts():
 
 def test_mmlu_relative_path_resolves_against_repo_root(monkeypatch):
     need(MMLU_DIR)
-    monkeypatch.chdir(Path(__file__).resolve().parents[1] / "notebooks")  # JupyterLab's cwd
-    assert len(data.load_mmlu("anatomy").questions) == 135
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root / "notebooks")  # JupyterLab's cwd
+    assert len(data.load_mmlu("anatomy", os.path.relpath(MMLU_DIR, root)).questions) == 135
 
 
 def _mmlu_dir(tmp_path: Path, test_csv: str, subject: str = "toy") -> Path:
@@ -232,12 +233,9 @@ def test_malformed_task_jsonl_names_file_and_line(tmp_path):
 
 # --------------------------------------------------------------------------- offline errors
 
-def test_hub_sources_fail_at_once_offline(monkeypatch):
+def test_wikipedia_fails_at_once_offline(monkeypatch):
+    # (MMLU and fictional knowledge are data files, fetched even then: tests/test_data_download.py)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(data.DataUnavailableError, match="HF_HUB_OFFLINE.*MMLU_DIR"):
-        data.load_mmlu("anatomy", "hub")
-    with pytest.raises(data.DataUnavailableError, match="FICTIONAL_KNOWLEDGE_DIR"):
-        data.load_fictional_knowledge("hub")
     with pytest.raises(data.WikipediaUnavailableError, match="cannot reach Wikipedia.*local corpus.*load_documents"):
         data.fetch_wikipedia_kb(["Astronomy"])
 
@@ -317,14 +315,17 @@ def test_wikipedia_builder_against_recorded_response():
 
 # --------------------------------------------------------------------------- notebook entry point
 
-def test_build_tasks_writes_and_skips_missing_data(tmp_path):
-    with kinject_log() as rec:
-        out = data.build_tasks(["fictional_news", "mmlu", "fictional_knowledge"], tmp_path, size="tiny", seed=0,
-                               mmlu_dir=str(tmp_path / "no_mmlu"), fk_dir=str(tmp_path / "no_fk"))
+def test_build_tasks_stops_before_any_work_when_asked_data_is_missing(tmp_path):
+    with pytest.raises(data.DataUnavailableError) as err:
+        data.build_tasks(["fictional_news", "mmlu", "fictional_knowledge"], tmp_path, size="tiny", seed=0,
+                         mmlu_dir=str(tmp_path / "no_mmlu"), fk_dir=str(tmp_path / "no_fk"))
+    msg = str(err.value)
+    assert "mmlu: MMLU_DIR is" in msg and str(tmp_path / "no_mmlu") in msg
+    assert "fictional_knowledge: FICTIONAL_KNOWLEDGE_DIR is" in msg and str(tmp_path / "no_fk") in msg
+    assert "--set TASKS=[fictional_news]" in msg
+    assert not layout.task_dir(tmp_path, "fictional_news").exists()  # nothing built
+    out = data.build_tasks(["fictional_news"], tmp_path, size="tiny", seed=0)
     assert list(out) == ["fictional_news"] and out["fictional_news"] == layout.task_dir(tmp_path, "fictional_news")
-    printed = text(rec)
-    assert "skipping task mmlu" in printed and str(tmp_path / "no_mmlu") in printed
-    assert "skipping task fictional_knowledge" in printed and str(tmp_path / "no_fk") in printed
     back = tasks.load_task(out["fictional_news"])
     assert back.questions == data.make_fictional_news("tiny").questions and back.meta["size"] == "tiny"
     with pytest.raises(ValueError, match="unknown task"):

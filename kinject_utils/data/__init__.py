@@ -2,7 +2,9 @@
 
 Four sources, one format (:mod:`kinject_utils.tasks`), one module each:
 
-    mmlu                 the paper's five MMLU subjects, from the original CSVs or the hub (``cais/mmlu``)
+    source               where MMLU and fictional knowledge come from: a folder, KINJECT_DATA, the cache,
+                         else a checked download from the hub
+    mmlu                 the paper's five MMLU subjects, from the original CSVs or the hub's parquet (``cais/mmlu``)
     news_*               fictional_news: a seeded generator of news from 2031 (the stand-in for the
                          paper's unreleased current-events set): knowledge no model can have, with
                          rewordings for FT-par (news_templates: word lists; news_world: entities,
@@ -44,9 +46,11 @@ from .mmlu import LETTERS, MMLU_SUBJECTS, build_mmlu_task, load_mmlu
 from .news_questions import NewsWorld, generate_news_world, make_fictional_news
 from .news_templates import _EVENT_TYPES  # noqa: F401 - tests check outcomes against the templates
 from .news_world import FICTIONAL_SIZES, NewsEvent, NewsSize
+from .source import DATA_ENV, DataSource, describe_source, resolve_dataset
 from .wikipedia import MMLU_WIKI_TOPICS, clean_wiki_text, fetch_wikipedia_kb
 
 __all__ = [
+                                  "DATA_ENV",
                                   "DOC_SUFFIXES",
                                   "FICTIONAL_SIZES",
                                   "FK_DEFAULT_JUDGE",
@@ -57,6 +61,7 @@ __all__ = [
                                   "MMLU_SUBJECTS",
                                   "MMLU_WIKI_TOPICS",
                                   "TASK_NAMES",
+                                  "DataSource",
                                   "DataUnavailableError",
                                   "NewsEvent",
                                   "NewsSize",
@@ -66,6 +71,7 @@ __all__ = [
                                   "build_mmlu_task",
                                   "build_tasks",
                                   "clean_wiki_text",
+                                  "describe_source",
                                   "fetch_wikipedia_kb",
                                   "generate_news_world",
                                   "load_custom_task",
@@ -76,5 +82,6 @@ __all__ = [
                                   "make_fictional_news",
                                   "probe_kind_counts",
                                   "question_only_accuracy",
+                                  "resolve_dataset",
                                   "task_summary",
 ]

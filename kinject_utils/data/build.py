@@ -19,16 +19,17 @@ from .fictional_knowledge import (
 )
 from .mmlu import MMLU_SUBJECTS, build_mmlu_task
 from .news_questions import make_fictional_news
+from .source import DATA_ENV, DATASETS, DataSource, resolve_dataset
 from .wikipedia import MMLU_WIKI_TOPICS, fetch_wikipedia_kb
 
-__all__ = ["TASK_NAMES", "build_tasks", "task_summary"]
+__all__ = ["TASK_NAMES", "build_tasks", "resolve_sources", "task_summary"]
 
 TASK_NAMES: tuple[str, ...] = ("fictional_news", "fictional_knowledge", "mmlu", "custom")
 _log = get_logger("data")
 
 
 def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = "default", seed: int = 0,
-                mmlu_dir: str = "../shared/data/mmlu", fk_dir: str = "../shared/data/fictional_knowledge", *,
+                mmlu_dir: str = "", fk_dir: str = "", *,
                 fk_max_questions: int | None = FK_DEFAULT_MAX_QUESTIONS,
                 fk_kinds: Sequence[str] = tuple(FK_KINDS.values()),
                 fk_judge: str | Sequence[str] | None = FK_DEFAULT_JUDGE,
@@ -36,11 +37,13 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
                 n_paraphrases: int = 10) -> dict[str, Path]:
     """Build and write every requested task in its folder (:func:`kinject_utils.layout.task_dir`).
 
-    A task whose shared data is missing (or that needs the hub while offline) is skipped with a
-    logged warning naming the path; the others are still written.
+    Every task's data is found before any task is built (:func:`.source.resolve_dataset`: the
+    explicit folder, ``KINJECT_DATA``, the cache, the hub); a task asked for and not found is an
+    error naming each such task, where it looked and the fixes, and nothing is written.
 
     Args:
         task_names: any of ``fictional_news``, ``fictional_knowledge``, ``mmlu``, ``custom``.
+        mmlu_dir, fk_dir: explicit data folders (``""``: resolve them, downloading if needed).
         size: fictional news size (``tiny|default|large``).
         fk_judge: the model(s) judging the fictional-knowledge option sets (``None``/``[]``: none);
             their scores are cached under ``{results_dir}/cache/01_fk_judge/``.
@@ -58,31 +61,63 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
     unknown = [n for n in names if n not in TASK_NAMES]
     if unknown:
         raise ValueError(f"unknown task name(s) {unknown}; use any of {list(TASK_NAMES)}")
+    sources = resolve_sources(names, mmlu_dir, fk_dir, custom_docs_dir, custom_questions)
     written: dict[str, Path] = {}
     for name in names:
-        try:
-            if name == "fictional_news":
-                task = make_fictional_news(size, seed, n_paraphrases)
-            elif name == "fictional_knowledge":
-                task = load_fictional_knowledge(fk_dir, max_questions=fk_max_questions, kinds=fk_kinds, seed=seed,
-                                                judge=fk_judge or None,
-                                                judge_cache=layout.fk_judge_cache_dir(resolve_path(results_dir)))
-            elif name == "mmlu":
-                kb = None
-                if mmlu_kb == "wikipedia":
-                    kb = fetch_wikipedia_kb([t for s in MMLU_SUBJECTS for t in MMLU_WIKI_TOPICS[s]])
-                elif mmlu_kb:
-                    kb = load_documents(mmlu_kb)
-                task = build_mmlu_task(mmlu_dir, kb=kb)
-            else:
-                if not custom_docs_dir or not custom_questions:
-                    raise FileNotFoundError("task 'custom' needs CUSTOM_DOCS_DIR and CUSTOM_QUESTIONS")
-                task = load_custom_task(custom_docs_dir, custom_questions)
-        except (FileNotFoundError, DataUnavailableError) as exc:
-            _log.warning("skipping task %s: %s", name, exc)
-            continue
+        if name == "fictional_news":
+            task = make_fictional_news(size, seed, n_paraphrases)
+        elif name == "fictional_knowledge":
+            task = load_fictional_knowledge(sources[name].path, max_questions=fk_max_questions, kinds=fk_kinds,
+                                            seed=seed, judge=fk_judge or None,
+                                            judge_cache=layout.fk_judge_cache_dir(resolve_path(results_dir)))
+        elif name == "mmlu":
+            kb = None
+            if mmlu_kb == "wikipedia":
+                kb = fetch_wikipedia_kb([t for s in MMLU_SUBJECTS for t in MMLU_WIKI_TOPICS[s]])
+            elif mmlu_kb:
+                kb = load_documents(mmlu_kb)
+            task = build_mmlu_task(sources[name].path, kb=kb)
+        else:
+            task = load_custom_task(custom_docs_dir, custom_questions)
         written[name] = tasks.save_task(task, layout.task_dir(resolve_path(results_dir), name))
     return written
+
+
+def resolve_sources(names: Sequence[str], mmlu_dir: str = "", fk_dir: str = "", custom_docs_dir: str = "",
+                    custom_questions: str = "") -> dict[str, DataSource]:
+    """Where each task's data comes from, downloading what is missing; one error for every task not found.
+
+    Raises:
+        DataUnavailableError: one line per missing task (where it looked), then the three fixes.
+    """
+    found: dict[str, DataSource] = {}
+    missing: list[str] = []
+    for name in names:
+        if name in DATASETS:
+            try:
+                found[name] = resolve_dataset(name, mmlu_dir if name == "mmlu" else fk_dir)
+            except DataUnavailableError as exc:
+                missing.append(str(exc))
+                continue
+            _log.info("data: %s from %s (%s)", name, found[name].path, found[name].origin)
+        elif name == "custom":
+            given = {"CUSTOM_DOCS_DIR": custom_docs_dir, "CUSTOM_QUESTIONS": custom_questions}
+            gaps = [f"{k} {'not set' if not v else f'is {v!r}, no such path'}" for k, v in given.items()
+                    if not v or not resolve_path(v).exists()]
+            if gaps:
+                missing.append("custom: " + "; ".join(gaps))
+    if missing:
+        tasks_left = [n for n in names if not any(m.startswith(f"{n}:") for m in missing)]
+        raise DataUnavailableError(
+            "notebook 01 cannot get the data of " + ", ".join(m.split(":")[0] for m in missing) + ":\n  - "
+            + "\n  - ".join(missing) + "\nFixes (any one):\n"
+            "  1. go online once: the data is downloaded from the hub (HF_ENDPOINT, default huggingface.co) "
+            "into the kinject cache and read from there afterwards, offline;\n"
+            f"  2. point {DATA_ENV} at a folder holding mmlu/ (the original CSVs) and fictional_knowledge/ "
+            "(fictional_knowledge.json), or set MMLU_DIR / FICTIONAL_KNOWLEDGE_DIR;\n"
+            f"  3. run without them: --set TASKS={list(tasks_left)!r} (under params:, so every notebook "
+            "gets it)".replace("'", ""))
+    return found
 
 
 def task_summary(task_map: dict[str, Task], tokenizer: Any = None):

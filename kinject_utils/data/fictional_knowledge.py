@@ -35,9 +35,9 @@ from pathlib import Path
 from ..io import content_hash, read_json, resolve_path
 from ..log import get_logger
 from ..tasks import Document, Question, Task, TaskFormatError
-from .errors import DataUnavailableError, offline
 from .fk_judge import Judge, JudgeFn, _judge_name, judge_wins, judged_option_sets, select_groups
 from .news_templates import _MONTHS
+from .source import resolve_dataset
 
 __all__ = [
     "FK_DEFAULT_JUDGE",
@@ -186,29 +186,14 @@ def _option_sets(probes: list[_Probe], seed: int) -> dict[str, list[str]]:
     return out
 
 
-def _fk_entries(source: str) -> list[dict]:
-    if source == "hub":
-        if offline():
-            raise DataUnavailableError(
-                "fictional-knowledge source 'hub' needs the Hugging Face hub (kaist-ai/fictional-knowledge) "
-                "but HF_HUB_OFFLINE is set. Point FICTIONAL_KNOWLEDGE_DIR at the folder holding "
-                "fictional_knowledge.json (and fictional_knowledge_paraphrased.json), e.g. "
-                "../shared/data/fictional_knowledge.")
-        try:
-            import datasets
-
-            ds = datasets.load_dataset("kaist-ai/fictional-knowledge")
-        except Exception as exc:  # noqa: BLE001
-            raise DataUnavailableError(f"could not load kaist-ai/fictional-knowledge from the hub: {exc}") from None
-        split = next(iter(ds.values()))
-        return [dict(r) for r in split]
+def _fk_entries(source: str | Path) -> list[dict]:
     root = resolve_path(source)
     main = root / "fictional_knowledge.json"
     para = root / "fictional_knowledge_paraphrased.json"
     if not main.exists() and not para.exists():
         raise FileNotFoundError(f"fictional-knowledge file {main} not found; FICTIONAL_KNOWLEDGE_DIR must hold "
                                 "fictional_knowledge.json (from github.com/kaistAI/factual-knowledge-acquisition "
-                                "or the hub, kaist-ai/fictional-knowledge)")
+                                "or the hub, kaist-ai/fictional-knowledge; FICTIONAL_KNOWLEDGE_DIR \"\" downloads it)")
     # the paraphrased file is the same 130 entries plus a "paraphrases" list (9 for entries 0-39)
     entries = read_json(para if para.exists() else main)
     if not isinstance(entries, list):
@@ -303,7 +288,7 @@ def judge_accuracy(questions: Sequence[Question], table: dict[str, dict[str, flo
     return {k: round(sum(v) / len(v), 4) for k, v in hits.items()}
 
 
-def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge", *,
+def load_fictional_knowledge(source: str | Path = "", *,
                              max_questions: int | None = FK_DEFAULT_MAX_QUESTIONS,
                              kinds: Sequence[str] = tuple(FK_KINDS.values()), seed: int = 0,
                              judge: str | JudgeFn | Sequence[str | JudgeFn] | None = FK_DEFAULT_JUDGE,
@@ -316,8 +301,9 @@ def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge",
     the same order.
 
     Args:
-        source: folder with ``fictional_knowledge.json`` / ``fictional_knowledge_paraphrased.json``,
-            or ``"hub"``.
+        source: folder with ``fictional_knowledge.json`` / ``fictional_knowledge_paraphrased.json``;
+            ``""`` asks :func:`~kinject_utils.data.source.resolve_dataset` (``KINJECT_DATA``, the cache,
+            the hub's ``kaist-ai/fictional-knowledge``, which has no paraphrases file).
         max_questions: keep at most this many questions, drawn (seeded) as whole probe groups;
             ``None`` keeps all. Docs stay all 130.
         kinds: any of ``memorization``, ``semantic``, ``composition``.
@@ -331,7 +317,7 @@ def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge",
 
     Raises:
         FileNotFoundError: the folder or JSON is missing.
-        DataUnavailableError: ``source="hub"`` while offline.
+        DataUnavailableError: ``source=""`` and the data is neither local, cached nor downloadable.
     """
     bad = set(kinds) - set(FK_KINDS.values())
     if bad or not kinds:
@@ -341,6 +327,8 @@ def load_fictional_knowledge(source: str = "../shared/data/fictional_knowledge",
     judges = [] if judge is None else [judge] if isinstance(judge, str) or callable(judge) else list(judge)
     if any(not (isinstance(j, str) and j.strip()) and not callable(j) for j in judges):
         raise ValueError(f"judge must be a model name, a scoring function, a list of them, or None; got {judge!r}")
+    if not str(source).strip():
+        source = resolve_dataset("fictional_knowledge").path
     entries = _fk_entries(source)
     for i, e in enumerate(entries):
         missing = [f for f in _FK_FIELDS if f not in e]

@@ -1,4 +1,4 @@
-"""MMLU: the paper's five subjects from the original CSVs or the hub (``cais/mmlu``).
+"""MMLU: the paper's five subjects from the original CSVs or the hub's parquet files (``cais/mmlu``).
 
 Questions are the test rows; the dev rows (5 per subject) are the 5-shot exemplars in ``task.dev``.
 Bad input names the file and line: a byte that is not UTF-8, a malformed row, an empty test or dev
@@ -14,11 +14,10 @@ from pathlib import Path
 
 from ..io import resolve_path
 from ..tasks import Document, Question, Task, TaskFormatError
-from .errors import DataUnavailableError, offline
+from .source import MMLU_SUBJECTS, resolve_dataset
 
 __all__ = ["LETTERS", "MMLU_SUBJECTS", "build_mmlu_task", "load_mmlu"]
 
-MMLU_SUBJECTS: tuple[str, ...] = ("anatomy", "astronomy", "college_biology", "college_chemistry", "prehistory")
 LETTERS = "ABCD"
 
 
@@ -77,75 +76,85 @@ def _read_mmlu_csv(path: Path, subject: str, split: str) -> list[Question]:
     return out
 
 
-def _mmlu_from_hub(subject: str) -> tuple[list[Question], list[Question]]:
-    if offline():
-        raise DataUnavailableError(
-            f"MMLU source 'hub' needs the Hugging Face hub (cais/mmlu, subject {subject}) but "
-            "HF_HUB_OFFLINE is set. Point MMLU_DIR at a folder of the original CSVs "
-            "(test/<subject>_test.csv, dev/<subject>_dev.csv), e.g. ../shared/data/mmlu.")
+def _read_mmlu_parquet(path: Path, subject: str, split: str) -> list[Question]:
+    """Rows of one hub parquet file (``cais/mmlu``: question, subject, choices[4], answer 0-3)."""
+    import pandas as pd
+
     try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - datasets comes with lm-eval
-        raise DataUnavailableError("MMLU source 'hub' needs the `datasets` package: pip install datasets") from exc
-    try:
-        ds = datasets.load_dataset("cais/mmlu", subject)
-    except Exception as exc:  # noqa: BLE001 - network/hub errors come in many types
-        raise DataUnavailableError(f"could not load cais/mmlu ({subject}) from the hub: {exc}. "
-                                   "Offline, point MMLU_DIR at a folder of the original CSVs.") from None
-    splits = []
-    for split in ("test", "dev"):
-        rows = []
-        for i, r in enumerate(ds[split]):
-            qid = f"{subject}/{i}" if split == "test" else f"{subject}/dev/{i}"
-            rows.append(Question(id=qid, question=str(r["question"]), choices=[str(c) for c in r["choices"]],
-                                 answer=int(r["answer"]), subject=subject))
-        splits.append(rows)
-    return splits[0], splits[1]
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise TaskFormatError(f"{path}: not a readable parquet file ({exc}); delete it to fetch it again") from None
+    missing = {"question", "choices", "answer"} - set(frame.columns)
+    if missing:
+        raise TaskFormatError(f"{path}: columns {sorted(missing)} missing; expected cais/mmlu's "
+                              "question, subject, choices, answer")
+    out = []
+    for i, r in enumerate(frame.itertuples(index=False)):
+        qid = f"{subject}/{i}" if split == "test" else f"{subject}/{split}/{i}"
+        try:
+            out.append(Question(id=qid, question=str(r.question), choices=[str(c) for c in r.choices],
+                                answer=int(r.answer), subject=subject))
+        except ValueError as exc:
+            raise TaskFormatError(f"{path}, row {i}: {exc}") from None
+    if not out:
+        raise TaskFormatError(f"{path}: no rows; delete it to fetch it again")
+    return out
 
 
-def load_mmlu(subject: str, source: str = "../shared/data/mmlu") -> Task:
+def _split_file(root: Path, subject: str, split: str) -> Path:
+    """The file of one split in either layout: the original CSVs, else the hub's parquet."""
+    csv_path = root / split / f"{subject}_{split}.csv"
+    parquet = root / subject / f"{split}-00000-of-00001.parquet"
+    if csv_path.exists() or not parquet.exists():
+        return csv_path
+    return parquet
+
+
+def load_mmlu(subject: str, source: str | Path) -> Task:
     """One MMLU subject: test rows as questions, dev rows (5-shot exemplars) in ``task.dev``.
 
     Args:
         subject: e.g. ``"anatomy"``.
         source: a folder holding ``test/<subject>_test.csv`` and ``dev/<subject>_dev.csv`` (the
-            original Hendrycks layout; relative paths resolve against the repository root), or
-            ``"hub"`` for ``cais/mmlu`` via ``datasets`` (online only).
+            original Hendrycks layout) or the hub's ``<subject>/{test,dev}-00000-of-00001.parquet``
+            (``cais/mmlu``, as :func:`kinject_utils.data.source.resolve_dataset` downloads it);
+            relative paths resolve against the project root.
 
     Raises:
         FileNotFoundError: the CSV folder or a file is missing (message names the path).
         TaskFormatError: a malformed CSV row (names the file and line).
-        DataUnavailableError: ``source="hub"`` while offline.
 
     Example:
-        >>> t = load_mmlu("anatomy")  # doctest: +SKIP
+        >>> t = load_mmlu("anatomy", resolve_dataset("mmlu").path)  # doctest: +SKIP
         >>> len(t.questions), len(t.dev), t.questions[0].id  # doctest: +SKIP
         (135, 5, 'anatomy/0')
     """
-    if source == "hub":
-        test, dev = _mmlu_from_hub(subject)
-    else:
-        root = resolve_path(source)
-        paths = [root / "test" / f"{subject}_test.csv", root / "dev" / f"{subject}_dev.csv"]
-        for p in paths:
-            if not p.exists():
-                raise FileNotFoundError(f"MMLU file {p} not found; MMLU_DIR must hold the original CSVs "
-                                        "as test/<subject>_test.csv and dev/<subject>_dev.csv (or use 'hub')")
-        test, dev = (_read_mmlu_csv(p, subject, s) for p, s in zip(paths, ("test", "dev")))
+    root = resolve_path(source)
+    paths = [_split_file(root, subject, split) for split in ("test", "dev")]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"MMLU file {p} not found; the MMLU folder must hold the original CSVs "
+                                    "(test/<subject>_test.csv, dev/<subject>_dev.csv) or cais/mmlu's parquet files "
+                                    "(<subject>/test-00000-of-00001.parquet, <subject>/dev-...)")
+    test, dev = ((_read_mmlu_parquet if p.suffix == ".parquet" else _read_mmlu_csv)(p, subject, s)
+                 for p, s in zip(paths, ("test", "dev")))
     return Task(name=f"mmlu_{subject}", questions=test, docs=[], dev=dev,
                 meta={"kind": "mmlu", "subjects": [subject], "source": str(source)})
 
 
-def build_mmlu_task(source: str = "../shared/data/mmlu", subjects: Sequence[str] = MMLU_SUBJECTS,
+def build_mmlu_task(source: str | Path = "", subjects: Sequence[str] = MMLU_SUBJECTS,
                     kb: Sequence[Document] | None = None) -> Task:
     """The paper's MMLU task: the five subjects in one question set (ids ``anatomy/0``...).
 
     Args:
-        source: CSV folder or ``"hub"`` (see :func:`load_mmlu`).
+        source: a folder in either layout (see :func:`load_mmlu`); ``""`` asks
+            :func:`~kinject_utils.data.source.resolve_dataset` (``KINJECT_DATA``, the cache, the hub).
         subjects: which subjects (default the paper's five).
         kb: an optional knowledge base (from :func:`fetch_wikipedia_kb` or :func:`load_documents`).
             Without one the task has no documents and is scored without RAG.
     """
+    if not str(source).strip():
+        source = resolve_dataset("mmlu").path
     parts = [load_mmlu(s, source) for s in subjects]
     return Task(name="mmlu", questions=[q for p in parts for q in p.questions], docs=list(kb or []),
                 dev=[q for p in parts for q in p.dev],
