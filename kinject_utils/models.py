@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .io import project_root, resolve_path
 from .log import get_logger
 
 _log = get_logger("models")
@@ -190,19 +191,18 @@ def resolve_model_dir(name: str) -> str:
     """
     spec = get_spec(name)
     if spec is None:
-        path = Path(name).expanduser()
+        path = resolve_path(name)  # a relative folder is read from the project root, in the runner and JupyterLab alike
         if path.exists():
             return _check_local_folder(name, path)
         if _looks_like_path(name):
             raise ModelUnavailableError(
-                f"Model folder '{name}' does not exist ({path.resolve()}). Fix: check the path (relative "
-                "paths are read from the directory the notebook runs in: prefer an absolute path), or use "
-                "a registered name: " + ", ".join(sorted(REGISTRY)))
+                f"Model folder '{name}' does not exist ({path}). Fix: check the path (a relative path is read "
+                f"from the project root, {project_root()}), or use a registered name: " + ", ".join(sorted(REGISTRY)))
         if "/" not in name:
             raise ModelUnavailableError(
                 f"Unknown model '{name}'. Use a registered name ({', '.join(sorted(REGISTRY))}), "
                 "a local folder, or a Hugging Face hub id like 'mistralai/Mistral-7B-v0.1'.")
-        return _check_hub(name, name)
+        return _check_hub(name, name, folder=path)
     if spec.source == "hub":
         return _check_hub(spec.hub_id, spec.name)
     if spec.source == "package":
@@ -250,8 +250,12 @@ def _check_local_folder(name: str, path: Path) -> str:
     return str(path)
 
 
-def _check_hub(hub_id: str, name: str) -> str:
-    """Return ``hub_id`` if it can be loaded; offline and uncached, raise a clear error at once."""
+def _check_hub(hub_id: str, name: str, folder: Path | None = None) -> str:
+    """Return ``hub_id`` if it can be loaded; offline and uncached, raise a clear error at once.
+
+    ``folder``: for a name that may also be a relative folder (``models/my-model``), the folder looked
+    for; the error then names both readings and both fixes.
+    """
     if not is_offline():
         return hub_id
     try:
@@ -259,6 +263,12 @@ def _check_hub(hub_id: str, name: str) -> str:
 
         return snapshot_download(hub_id, local_files_only=True)
     except Exception:  # noqa: BLE001 - any failure here means "not cached"
+        if folder is not None:
+            raise ModelUnavailableError(
+                f"Model '{name}': no folder {folder}; not a cached hub id either (this process is offline, "
+                "HF_HUB_OFFLINE=1). Fix: if you meant a folder, check the path (a relative path is read from "
+                f"the project root, {project_root()}); if you meant a hub id, run where the hub is reachable "
+                f"once, or `huggingface-cli download {hub_id} --local-dir DIR` and pass DIR.") from None
         raise ModelUnavailableError(
             f"Model '{name}' ({hub_id}) needs the Hugging Face hub, and this process is offline "
             "(HF_HUB_OFFLINE=1) with no cached copy. Fix: run where the hub is reachable (unset "

@@ -208,14 +208,30 @@ def test_new_knowledge_checks_catch_a_bad_category_and_a_missing_finding(tmp_pat
         check_new_knowledge_outputs(tmp_path)
 
 
+def _project_copy(dest: Path) -> Path:
+    """A clone-like project folder (pyproject, notebooks, configs): relative paths resolve inside it."""
+    import shutil
+
+    dest.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", dest)
+    for sub in ("notebooks", "configs"):
+        shutil.copytree(ROOT / sub, dest / sub, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    return dest
+
+
 @pytest.mark.slow
 def test_tiny_config_end_to_end(tmp_path):
-    results, figures = tmp_path / "results", tmp_path / "figures"
-    executed = runner.run_notebooks(ROOT / "configs" / "tiny.yaml", root=ROOT, out_dir=tmp_path / "runs",
-                                    extra_params={"RESULTS_DIR": str(results), "FIGURES_DIR": str(figures)})
+    """Every notebook, run as JupyterLab runs it (working directory notebooks/), with the tiny config's own
+    relative RESULTS_DIR/FIGURES_DIR: outputs land under the project root and nothing under notebooks/."""
+    proj = _project_copy(tmp_path / "clone")
+    before = sorted(p.relative_to(proj) for p in (proj / "notebooks").rglob("*"))
+    executed = runner.run_notebooks(proj / "configs" / "tiny.yaml", root=proj, out_dir=tmp_path / "runs")
     nums = ["01", "02", "03", "04", "05", "06", "07"]
     assert [p.name[:2] for p in executed] == nums
-    check_stage_outputs(results)
+    after = sorted(p.relative_to(proj) for p in (proj / "notebooks").rglob("*"))
+    assert after == before, f"written under notebooks/: {sorted(set(after) - set(before))}"
+    check_stage_outputs(proj / "runs" / "tiny" / "results")
+    assert (proj / "runs" / "tiny" / "figures" / "07_categories.png").exists()
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())["seconds"]
     assert set(timings) == set(nums) and all(v > 0 for v in timings.values())
 

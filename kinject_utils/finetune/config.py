@@ -81,7 +81,7 @@ class FinetuneConfig:
     lora_dropout: float = 0.0
     target_modules: Any = "all-linear"
     lr: float = 1e-3
-    epochs: int = 5
+    epochs: int = 1
     allow_more_epochs: bool = False
     micro_batch: Any = 4
     grad_accum: int = 2

@@ -29,7 +29,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..io import read_jsonl_numbered
+from ..io import read_jsonl_numbered, resolve_path
 
 RELATIONS: dict[str, str] = {  # relation id -> question template ({s} is the subject)
     "capital": "What is the capital of {s}?",
@@ -163,9 +163,9 @@ def read_qa_file(path: str | Path, default_relation: str = "custom") -> list[Fac
     Raises:
         QAFormatError: naming the file, the line and the fix.
     """
-    path = Path(path)
+    path = resolve_path(path)  # a relative path is read from the project root, as every path a user types
     if not path.is_file():
-        raise QAFormatError(f"{path}: no such QA file; point QA_FILE at a JSONL file ({_QA_HINT})")
+        raise QAFormatError(f"{path}: no such QA file; point QA_FILES at a JSONL file ({_QA_HINT})")
     out: list[Fact] = []
     ids: set[str] = set()
     for line, row in read_jsonl_numbered(path):

@@ -31,20 +31,20 @@ log = get_logger("newknowledge")
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
-    """Every setting of notebook 07 (the parameters cell maps onto these)."""
+    """Every setting of notebook 07; the defaults are its parameters cell's (a test keeps them equal)."""
 
     n_prompts: int = 4
-    n_samples: int = 4
-    per_relation: int = 40
-    n_fictional: int = 40
-    train_size: int = 24
+    n_samples: int = 3
+    per_relation: int = 15
+    n_fictional: int = 15
+    train_size: int = 12
     shares: tuple[float, ...] = (0.0, 0.5, 1.0)
     idk_share: float = 0.5
     mixed_share: float = 0.5
-    single_size: int = 8
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 8
+    single_size: int = 6
+    epochs: int = 6
+    lr: float = 0.002
+    batch_size: int = 4
     dev_share: float = 0.15
     test_share: float = 0.3
     seed: int = 0

@@ -39,7 +39,7 @@ class RetrievalConfig:
     k_max: int = 5
     retriever: str = "dense"
     index: str = "flat"
-    passage_words: int = 150
+    passage_words: int = 80
     include_title: bool = True
     batch_size: int = 32
     device: str = "cpu"

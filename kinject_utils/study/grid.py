@@ -72,11 +72,11 @@ class GridConfig:
         sweep: score the paraphrase-sweep adapters.
     """
 
-    k: int = 3
+    k: int = 1
     k_sweep: tuple[int, ...] = ()
     mmlu_style: str = "letter"
     mmlu_shots: tuple[int, ...] = (0, 5)
-    max_questions: dict[str, int] = dataclasses.field(default_factory=dict)
+    max_questions: dict[str, int] = dataclasses.field(default_factory=lambda: {"mmlu": 10})
     batch_size: int = 8
     dtype: str = "auto"
     context_tokens: int = 1024
