@@ -29,6 +29,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 __all__ = ["ConfigError", "RunSettings", "load_settings", "parse_set", "apply_sets", "normalise_only",
            "looks_like_secret", "check_value_type"]
 
@@ -45,6 +47,27 @@ class ConfigError(ValueError):
 
 
 # ---- secrets ---------------------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``2E5`` are numbers, not strings
+    (YAML 1.1, PyYAML's default, needs a dot: ``1.0e-3``); everything else reads as before."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Read YAML text the way every kinject config and ``--set`` value is read (:class:`_Loader`).
+
+    Example:
+        >>> load_yaml("lr: 1e-3")
+        {'lr': 0.001}
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
 def _entropy(s: str) -> float:
     counts = Counter(s)
     return -sum(c / len(s) * math.log2(c / len(s)) for c in counts.values())
@@ -231,8 +254,6 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    import yaml
-
     if not path.exists():
         hint = (f" (named by 'extends' in {chain[-1]}; the path is relative to that file)" if chain
                 else "; the shipped ones are in configs/ (tiny.yaml, default.yaml, paper_*.yaml)")
@@ -241,7 +262,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'extends' loops back to itself ({' -> '.join(map(str, chain))}); "
                           "remove one of the 'extends' lines")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}. Fix the line named above.") from None
     except UnicodeDecodeError as exc:
@@ -277,15 +298,13 @@ def load_settings(path: str | os.PathLike, sets: list[str] | None = None) -> Run
 # ---- command-line overrides ------------------------------------------------------------------------
 def parse_set(item: str) -> tuple[str | None, str, Any]:
     """``KEY=VALUE`` or ``NN.KEY=VALUE`` -> ``(notebook or None, KEY, YAML-parsed value)``."""
-    import yaml
-
     m = re.fullmatch(r"(?:(\d{1,2})\.)?([A-Za-z_][A-Za-z0-9_]*)=(.*)", item.strip(), flags=re.S)
     if not m:
         raise ConfigError(f"--set {item.split('=')[0]!r}: expected KEY=VALUE or NN.KEY=VALUE, "
                           "e.g. --set EPOCHS=3 or --set 03.EPOCHS=3")
     num, key, text = m.groups()
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: the value is not valid YAML; quote it or write a list as [a, b]") from None
     return (f"{int(num):02d}" if num else None), key, value

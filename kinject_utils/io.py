@@ -15,13 +15,27 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "write_jsonl",
+__all__ = ["atomic_write_text", "atomic_write_bytes", "new_file_mode", "write_json", "read_json", "write_jsonl",
            "read_jsonl", "read_jsonl_numbered", "append_jsonl", "content_hash", "project_root", "resolve_path", "slug",
            "write_csv"]
 
 
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the current umask (usually ``0o644``).
+
+    ``tempfile.mkstemp`` creates ``0o600`` files; a result renamed into place from one would be
+    unreadable to a teammate, a JupyterHub user or a web server showing the figures.
+    """
+    mask = os.umask(0o022)  # read the umask (the only way), then put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    The file gets the mode a plain ``open(path, "w")`` would (:func:`new_file_mode`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -30,6 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

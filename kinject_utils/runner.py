@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -108,6 +110,33 @@ def check_writable(path: Path, what: str) -> None:
                           f"({'--out DIR' if what == 'runs folder' else '--set ' + what + '=DIR'}).") from None
 
 
+class _Relay(io.TextIOBase):
+    """The running notebook's stderr, as papermill streams it: every line the package logs at WARNING or
+    above (and the paraphrase client's "waiting for" heartbeat) goes to the runner's terminal at once,
+    with the notebook's name; the warnings are kept for the end-of-run summary."""
+
+    _WARN = re.compile(r"^\[kinject[\w.-]*\] (WARNING|ERROR|CRITICAL) ")
+    _BEAT = re.compile(r"^\[kinject[\w.-]*\] INFO waiting for ")
+
+    def __init__(self, notebook: str, emit: Any, warnings: list[str], quiet: bool = False):
+        self.notebook, self.emit, self.warnings, self.quiet, self._buf = notebook, emit, warnings, quiet, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            line = line.rstrip("\r")
+            warn = bool(self._WARN.match(line))
+            if warn:
+                self.warnings.append(f"{self.notebook}: {line}")
+            if (warn or self._BEAT.match(line)) and not self.quiet:
+                self.emit(f"[kinject] {self.notebook}: {line}")
+        return len(text)
+
+
 def _weights(timings_file: Path, nums: list[str]) -> tuple[dict[str, float], str]:
     try:
         last = json.loads(timings_file.read_text(encoding="utf-8"))["seconds"]
@@ -161,7 +190,24 @@ def prepare(config: str | os.PathLike | dict | RunSettings, only: list[str] | No
     settings.check_against(declared, only=wanted)
     selected = settings.selected(sorted(declared), wanted)
     chosen = [p for p in notebooks if p.name[:2] in selected]
-    return settings, [(nb, settings.parameters_for(nb.name[:2], declared[nb.name[:2]])) for nb in chosen], declared
+    plan = [(nb, settings.parameters_for(nb.name[:2], declared[nb.name[:2]])) for nb in chosen]
+    _warn_unbuilt_tasks(plan, declared)
+    return settings, plan, declared
+
+
+def _warn_unbuilt_tasks(plan: list[tuple[Path, dict[str, Any]]], declared: dict) -> None:
+    """Warn before anything runs when a notebook is given tasks that this run's notebook 01 will not build."""
+    tasks = {nb.name[:2]: params.get("TASKS", _default_of(declared[nb.name[:2]]["TASKS"]))
+             for nb, params in plan if "TASKS" in declared[nb.name[:2]]}
+    built = tasks.get("01")
+    if not isinstance(built, list):
+        return
+    for num, names in tasks.items():
+        extra = [t for t in names or [] if t not in built] if num != "01" else []
+        if extra:
+            log.warning("notebook %s is given TASKS=%s, and notebook 01 builds %s: %s will be skipped there. Fix: "
+                        "set TASKS under params: (every notebook gets it), not under notebooks: \"01\".",
+                        num, names, built, extra)
 
 
 def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str] | None = None,
@@ -207,6 +253,7 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
     log.info("%s: %d notebook(s); %s", settings.name, len(plan), eta_source)
     done: dict[str, float] = {}
     executed = []
+    warnings: list[str] = []
     bar = progress(total=round(sum(weights.values()), 2), desc=f"kinject [{settings.name}]", unit="w",
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
     t_run = time.time()
@@ -215,12 +262,14 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
         bar.set_postfix_str(nb.name)
         dest = out / nb.name
         t0 = time.time()
+        relay = _Relay(nb.stem, lambda line: bar.write(line, file=sys.stderr), warnings, quiet=log_output)
         try:
             pm.execute_notebook(str(nb), str(dest), parameters=params, cwd=str(nb.parent),
                                 kernel_name="python3", progress_bar=log_output, log_output=log_output,
-                                execution_timeout=settings.timeout_per_cell)
+                                stderr_file=relay, execution_timeout=settings.timeout_per_cell)
         except pm.PapermillExecutionError as exc:
             bar.close()
+            _summarise_warnings(warnings)
             log.error("%s FAILED in cell %s after %s (executed copy: %s)\n--- cell source ---\n%s\n--- error ---\n"
                       "%s: %s", nb.name, exc.exec_count, _fmt(time.time() - t0), dest, exc.source, exc.ename,
                       exc.evalue)
@@ -233,9 +282,16 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
         bar.write(f"[kinject] {nb.name} ok in {_fmt(done[num])} -> {dest}")
         executed.append(dest)
     bar.close()
+    _summarise_warnings(warnings)
     log.info("where the time went (%s, %s in all; saved to %s):\n%s", settings.name, _fmt(time.time() - t_run),
              timings_file, timing_table(done, names))
     return executed
+
+
+def _summarise_warnings(warnings: list[str]) -> None:
+    if warnings:
+        log.warning("%d warning(s) in this run (each notebook's executed copy has the context):\n  %s",
+                    len(warnings), "\n  ".join(warnings))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,13 @@ A value of the wrong *type* raises :class:`SettingTypeError` (both a ``TypeError
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 from typing import Any, Iterable
 
 __all__ = ["SettingTypeError", "check_bool", "check_choice", "check_device", "check_float", "check_int",
-           "is_device_name"]
+           "check_known_fields", "is_device_name"]
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _YAML_FLOAT = " (in YAML write a float with a dot, e.g. 1.0e-3: '1e-3' reads as a string)"
@@ -110,3 +112,24 @@ def check_device(obj: Any, field: str = "device") -> str:
         raise ValueError(f"{_where(obj, field)} must be one of ('auto', 'cpu', 'cuda') or cuda:N "
                          f"(e.g. cuda:0), got {v!r}")
     return v
+
+
+def check_known_fields(cls: type, keys: Iterable[str], where: str = "") -> None:
+    """Every key names a field of the dataclass ``cls``; a misspelt one answers "did you mean".
+
+    Raises:
+        ValueError: naming each unknown key, the closest field, and every allowed field.
+
+    Example:
+        >>> check_known_fields(FinetuneConfig, ["lrr"], "FT_SETTINGS")  # doctest: +SKIP
+        ValueError: FT_SETTINGS: FinetuneConfig has no setting 'lrr' (did you mean lr?); allowed: ...
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in keys if k not in names]
+    if unknown:
+        parts = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            parts.append(f"{k!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise ValueError(f"{where + ': ' if where else ''}{cls.__name__} has no setting {', '.join(parts)}; "
+                         f"allowed: {', '.join(sorted(names))}")

@@ -28,9 +28,11 @@ __all__ = [
     "Question",
     "Task",
     "TaskFormatError",
+    "TasksNotBuiltError",
     "load_task",
     "parse_question",
     "read_questions",
+    "require_built",
     "save_task",
     "task_dir",
 ]
@@ -117,6 +119,37 @@ def task_dir(results_dir: str | Path, name: str) -> Path:
 QUESTION_FIELDS: tuple[str, ...] = ("id", "question", "choices", "answer")
 _QUESTION_HINT = ('write one JSON object per line: {"id", "question", "choices": [...], "answer": 0-based index, '
                   '"source_doc_ids"?: [...], "subject"?, "kind"?}')
+
+
+class TasksNotBuiltError(RuntimeError):
+    """A notebook after 01 finds none of its tasks built; the message names them and the fix."""
+
+
+def require_built(results_dir: str | Path, names: list[str], notebook: str) -> list[str]:
+    """The tasks of ``names`` that notebook 01 built (a missing one is logged); none of them is an error.
+
+    A notebook that found none of its tasks would otherwise "succeed" on nothing (an empty
+    ``05_scores.csv``, then a bare parse error in 06). Typical cause: ``TASKS`` set for notebook 01
+    only (``notebooks: {"01": {TASKS: [...]}}``), so the later notebooks keep their own defaults.
+
+    Raises:
+        TasksNotBuiltError: naming the tasks expected, the tasks 01 built, and the fix.
+    """
+    from .log import get_logger
+
+    root = Path(results_dir) / layout.task_dir("", "x").parent
+    built = [n for n in names if (task_dir(results_dir, n) / QUESTIONS).exists()]
+    for n in names:
+        if n not in built:
+            get_logger("tasks").warning("notebook %s: task %s skipped: %s not found (notebook 01 did not build it)",
+                                        notebook, n, task_dir(results_dir, n))
+    if not built:
+        there = sorted(p.parent.name for p in root.glob(f"*/{QUESTIONS}")) if root.is_dir() else []
+        raise TasksNotBuiltError(
+            f"notebook {notebook} was given TASKS={list(names)}, and notebook 01 built none of them in {root} "
+            f"(it built: {', '.join(there) or 'nothing'}). Fix: set TASKS under params: in the config, so every "
+            "notebook gets the same list (not only under notebooks: \"01\"), or run notebook 01 for these tasks.")
+    return built
 
 
 def _parse_row(row: dict, cls: type, required: tuple[str, ...], where: str) -> Any:

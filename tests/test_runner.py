@@ -129,7 +129,48 @@ def test_runner_stops_at_first_failing_cell(tmp_path):
         runner.run_notebooks({"name": "t"}, root=root, out_dir=tmp_path / "runs")
     err = text(records)
     assert "01_x.ipynb FAILED in cell" in err and "--- error ---" in err and "boom in cell two" in err
-    assert not (root / "never").exists()
+    assert not (root / "never").exists() and not (root / "notebooks" / "never").exists()
+
+
+def test_a_notebook_warning_reaches_the_runner_terminal_while_it_runs_and_in_the_summary(tmp_path):
+    """The notebook logs a warning, then waits until the test has seen it on the runner's stderr."""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    root = _fake_root(tmp_path, [
+        "from kinject_utils.log import get_logger\n"
+        "get_logger('data').warning('very large document big.txt: split it')\n"
+        "get_logger('data').info('an info line stays in the notebook')",
+        "import time, pathlib\n"
+        f"deadline = time.time() + 60\nwhile not pathlib.Path({str(go)!r}).exists():\n"
+        "    assert time.time() < deadline, 'the runner never relayed the warning'\n    time.sleep(0.2)",
+    ])
+    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (root / "c.yaml").write_text("name: t\n")
+    cmd = [sys.executable, "-m", "kinject_utils.runner", "-f", "c.yaml", "--out", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "01_x: [kinject.data] WARNING very large document big.txt: split it" in line:
+            go.touch()  # only now may the notebook finish
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, "".join(seen) + rest
+    assert go.exists(), "".join(seen)
+    assert "1 warning(s) in this run" in rest and "01_x: [kinject.data] WARNING very large document" in rest, rest
+    assert "an info line" not in "".join(seen) + rest
+
+
+def test_runner_warns_before_starting_when_later_notebooks_expect_tasks_01_will_not_build(tmp_path):
+    with kinject_log() as rec:
+        runner.prepare({"name": "t", "run": ["01", "02", "03"], "notebooks": {"01": {"TASKS": ["custom"]}}}, root=ROOT)
+    msg = text(rec)
+    assert "notebook 02 is given TASKS=" in msg and "set TASKS under params:" in msg
+    with kinject_log() as rec:
+        runner.prepare({"name": "t", "run": ["01", "02", "03"], "params": {"TASKS": ["custom"]}}, root=ROOT)
+    assert "is given TASKS" not in text(rec)
 
 
 def _rows(path: Path) -> list[dict]:

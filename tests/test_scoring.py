@@ -132,8 +132,13 @@ def test_bad_questions_raise_clear_errors():
         score_questions(None, CharTokenizer(), [good], shots=5, dev=[q(9)], max_length=64)
     with pytest.raises(ValueError, match="requests\\[0\\]: every continuation"):
         score_requests(None, CharTokenizer(), [("ctx", ["", "b"])], max_length=64)
-    with pytest.raises(ValueError, match="longer than max_length=4"):
+    with pytest.raises(ValueError, match="longer than the scorer's max_length=4 .*Fix: shorten that option"):
         score_requests(None, CharTokenizer(), [("ctx", ["abcdefgh"])], max_length=4)
+    long_option = " ".join(f"word{i}" for i in range(200))
+    with pytest.raises(ValueError) as err:
+        score_requests(None, CharTokenizer(), [("ctx", [long_option])], max_length=64)
+    assert "word0 word1 word2 word3 word4 word5 ... (200 words)" in str(err.value)
+    assert "word199" not in str(err.value)  # the option is not echoed whole
 
 
 # ---------------------------------------------------------------- tiny models

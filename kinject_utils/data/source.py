@@ -38,7 +38,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..io import read_json, resolve_path, write_json
+from ..io import new_file_mode, read_json, resolve_path, write_json
 from ..log import get_logger
 from .errors import DataUnavailableError
 
@@ -201,19 +201,13 @@ def _download(url: str, dest: Path) -> dict[str, object]:
                                        f"hub's {etag[:12]}... (a broken transfer or proxy); run again")
         if size and size.isdigit() and int(size) != n:
             raise DataUnavailableError(f"{url}: got {n} bytes, the hub announced {size}; run again")
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return {"sha256": digest, "bytes": n, "hub_sha256": etag if len(etag) == 64 else None,
             "commit": head.get("x-repo-commit")}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def fetch_dataset(dataset: str, revision: str = "main") -> Path:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..io import content_hash, read_json
-from ..settings import SettingTypeError, check_bool, check_choice, check_device, check_float, check_int
+from ..settings import (
+    SettingTypeError,
+    check_bool,
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+    check_known_fields,
+)
 
 MANIFEST = "manifest.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -193,10 +201,7 @@ class FinetuneConfig:
         """Build from a mapping (a notebook's parameters or YAML); unknown keys are an error."""
         if not isinstance(d, Mapping):
             raise TypeError(f"expected a mapping of settings, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig setting(s) {unknown}; allowed: {sorted(names)}")
+        check_known_fields(cls, d)
         return cls(**dict(d))
 
     @classmethod
@@ -245,6 +250,7 @@ def preset(name: str, **overrides: Any) -> FinetuneConfig:
         raise ValueError(f"FT_PRESET={name!r} is not a known preset; use one of {sorted(PRESETS)} "
                          "(cpu: LoRA r=16 for CPUs; paper_qlora: nf4 QLoRA r=64, batch 64, GPU; "
                          "qlora_small_gpu: the same for 8-12 GB cards)")
+    check_known_fields(FinetuneConfig, overrides, "FT_SETTINGS (or the preset's overrides)")
     return FinetuneConfig(**{**PRESETS[name], **overrides})
 
 

@@ -27,6 +27,7 @@ from .base import ChatBackend, ParaphraseBackend, ParaphraseBackendError, Reply
 from .budget import (
                   BACKEND_CHOICES,
                   LOCAL_SECONDS_PER_REQUEST,
+                  announce_budget,
                   backend_for,
                   coverage_note,
                   format_budget,
@@ -61,6 +62,7 @@ __all__ = [
                   "LOCAL_SECONDS_PER_REQUEST",
                   "backend_for",
                   "coverage_note",
+                  "announce_budget",
                   "format_budget",
                   "paraphrase_budget",
                   "PARAPHRASE_PROMPT",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..log import get_logger
 from ..tasks import Task
 from .local import LocalChatBackend
 from .openai_compat import OpenAICompatibleBackend
@@ -118,6 +119,22 @@ def format_budget(b: dict[str, Any]) -> str:
     if b["minutes_min"] is None:
         return f"{head}; {b['source']}"
     return f"{head}; expected {b['minutes_min']:.1f}-{b['minutes_max']:.1f} min ({b['source']})"
+
+
+#: a paraphrasing plan longer than this many minutes is also logged as a warning (the runner's terminal shows it)
+LONG_PLAN_MINUTES = 2.0
+
+
+def announce_budget(b: dict[str, Any]) -> str:
+    """:func:`format_budget`'s line; a plan expected to take over :data:`LONG_PLAN_MINUTES` is also logged
+    as a warning with the ways to shorten it, so a batch run's terminal says why notebook 02 is slow."""
+    line = format_budget(b)
+    if (b.get("minutes_max") or 0) > LONG_PLAN_MINUTES:
+        get_logger("paraphrase").warning(
+            "notebook 02 is about to paraphrase: %s. To shorten it: fewer paraphrases (--set 02.N_PARAPHRASES=1), "
+            "no retries (--set 02.MAX_RETRIES=0), a faster server (--set 02.PARAPHRASE_BACKEND=openai ...), or "
+            "leave 02 out of the run (FT-par then trains on the task's own rewordings, if it ships any).", line)
+    return line
 
 
 def coverage_note(task_name: str, paraphrases: dict[str, list[str]], n: int, min_fact_recall: float) -> str:

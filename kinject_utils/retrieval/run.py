@@ -24,7 +24,7 @@ import numpy as np
 from .. import layout
 from ..io import content_hash, write_csv, write_json, write_jsonl
 from ..log import get_logger
-from ..tasks import Task
+from ..tasks import Task, require_built
 from .config import RETRIEVERS, RetrievalConfig
 from .corpus import Passage, load_task_tolerant, split_passages
 from .embeddings import EmbeddingCache, EmbedStats, LazyEmbedder, embed_texts
@@ -211,6 +211,7 @@ def run_retrieval(results_dir: str | Path, tasks: Sequence[str], cfg: RetrievalC
     embedder = LazyEmbedder(cfg.embedder, cfg.device, cfg.batch_size)
     done: list[TaskRetrieval] = []
     skipped: dict[str, str] = {}
+    require_built(results_dir, list(tasks), "04")
     for name in tasks:
         folder = layout.task_dir(results_dir, name)
         if not folder.exists():

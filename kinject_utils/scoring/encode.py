@@ -117,8 +117,14 @@ def encode_item(tokenizer: Any, context: str, continuations: Sequence[str], max_
         raise ValueError(f"{what}: {exc}") from None
     for c, ce in zip(continuations, cont_encs):
         if len(ce) > max_length:
-            raise ValueError(f"{what}: continuation {c!r} is {len(ce)} tokens, longer than "
-                             f"max_length={max_length}; it cannot be scored")
+            words = c.split()
+            shown = " ".join(words[:6]) + (f" ... ({len(words)} words)" if len(words) > 6 else "")
+            raise ValueError(
+                f"{what}: answer option {shown!r} is {len(ce)} tokens, longer than the scorer's max_length="
+                f"{max_length} (the model's context length, lm-eval's rule; score_questions(max_length=...) "
+                "sets it), so it cannot be scored. Fix: shorten that option in the task's questions file "
+                "(options are scored whole; a few words score best), or score with a model whose context "
+                "is longer.")
     over = max(len(ctx_enc) + len(ce) - (max_length + 1) for ce in cont_encs)
     return Item(context, list(continuations), ctx_enc, cont_encs, max(over, 0))
 

@@ -14,19 +14,16 @@ __all__ = ["load_tasks", "score_study"]
 log = get_logger("study")
 
 
-def load_tasks(results_dir: str | Path, names: list[str]) -> dict[str, Any]:
-    """Load the tasks notebook 01 wrote; a missing one is skipped with a message naming its folder."""
-    from ..tasks import load_task
+def load_tasks(results_dir: str | Path, names: list[str], notebook: str = "05") -> dict[str, Any]:
+    """Load the tasks notebook 01 wrote; a missing one is skipped with a logged warning naming its folder.
 
-    out = {}
-    for name in names:
-        folder = layout.task_dir(results_dir, name)
-        if not (folder / "questions.jsonl").exists():
-            log.warning("skipping task '%s': %s not found (notebook 01 did not build it; for MMLU, is the "
-                        "MMLU data folder there?)", name, folder)
-            continue
-        out[name] = load_task(folder)
-    return out
+    Raises:
+        TasksNotBuiltError: none of ``names`` was built (:func:`kinject_utils.tasks.require_built`).
+    """
+    from ..tasks import load_task, require_built
+
+    return {name: load_task(layout.task_dir(results_dir, name))
+            for name in require_built(results_dir, list(names), notebook)}
 
 
 def score_study(results_dir: str | Path, models: list[str], task_names: list[str], cfg: GridConfig,
