@@ -4,7 +4,7 @@ Every settings dataclass validates itself in ``__post_init__`` with these helper
 value is reported the same way, naming the class and field, the expected form and the value::
 
     RetrievalConfig.k_max must be an integer in 0..100, got -1
-    FinetuneConfig.lr must be a number in (0, 1), got '1e-3' (str) (in YAML write a float with a dot ...)
+    FinetuneConfig.lr must be a number in (0, 1), got '1e-3' (str) (write a number without quotes ...)
 
 A value of the wrong *type* raises :class:`SettingTypeError` (both a ``TypeError`` and a
 ``ValueError``); a value of the right type out of range raises ``ValueError``.
@@ -29,7 +29,7 @@ __all__ = ["SettingTypeError", "check_bool", "check_choice", "check_device", "ch
            "check_known_fields", "is_device_name"]
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-_YAML_FLOAT = " (in YAML write a float with a dot, e.g. 1.0e-3: '1e-3' reads as a string)"
+_YAML_FLOAT = " (write a number without quotes, e.g. 1e-3; kinject's configs read 1e-3 as a number)"
 
 
 class SettingTypeError(TypeError, ValueError):

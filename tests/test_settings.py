@@ -34,7 +34,7 @@ class Toy:
     ("x", 0, lambda t: check_float(t, "x", 0, 1, lo_open=True, hi_open=True, hint="try 1e-3"), ValueError,
      "Toy.x must be a number in (0, 1), got 0; try 1e-3"),
     ("x", "1e-3", lambda t: check_float(t, "x", 0), SettingTypeError,
-     "Toy.x must be a number >= 0, got '1e-3' (str) (in YAML write a float with a dot, e.g. 1.0e-3"),
+     "Toy.x must be a number >= 0, got '1e-3' (str) (write a number without quotes, e.g. 1e-3"),
     ("flag", "yes", lambda t: check_bool(t, "flag"), SettingTypeError, "Toy.flag must be true/false, got 'yes' (str)"),
     ("mode", "c", lambda t: check_choice(t, "mode", ["a", "b"]), ValueError,
      "Toy.mode must be one of ('a', 'b'), got 'c'"),
