@@ -4,7 +4,7 @@
 # Others: make tiny (every notebook in seconds), make lint (ruff), make bench,
 #   make newknowledge                               # notebook 07 (new knowledge, SliCK) offline (configs/new_knowledge.yaml)
 #   make plan CONFIG=configs/paper_mistral7b.yaml   # offline: models, devices, tokens, steps, GPU-hours
-#   make gpu-check                                  # GPU self-check on a random Mistral-7B-shaped model
+#   make gpu-check                                  # GPU self-check on a random Mistral-7B-shaped model (GPU env's python)
 #   make run CONFIG=configs/paper_mistral7b.yaml    # paper scale: online (hub access), no HF_HUB_OFFLINE
 # Paper scale runs in the GPU environment, not the CPU venv: activate it (conda env create -f
 # environment.yml) and pass its interpreter, e.g.  make run PYTHON=python CONFIG=configs/paper_mistral7b.yaml
@@ -33,8 +33,10 @@ run: $(if $(filter $(VENV)/bin/python,$(PYTHON)),venv)
 plan: $(if $(filter $(VENV)/bin/python,$(PYTHON)),venv)
 	$(PYTHON) -m kinject_utils.runner -f $(CONFIG) --plan
 
-gpu-check: $(if $(filter $(VENV)/bin/python,$(PYTHON)),venv)
-	$(PYTHON) scripts/gpu_check.py
+# the GPU self-check runs in the GPU environment's interpreter (the active conda env's `python`), not the CPU venv
+GPU_PYTHON ?= python
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py
 
 test: venv
 	$(VENV)/bin/ruff check kinject_utils tests scripts

@@ -118,10 +118,17 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> str:
     if d != "auto":
         return d
     if str(device).startswith("cuda"):
-        import torch
 
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+        return "bfloat16" if native_bf16() else "float32"
     return str(cpu_precision_report()["dtype"])
+
+
+def native_bf16() -> bool:
+    """Whether the CUDA card computes bf16 natively (Ampere and later). Counting emulation, as
+    ``torch.cuda.is_bf16_supported()`` does by default, T4 and V100 say True and run bf16 slowly."""
+    import torch
+
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def resolve(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:

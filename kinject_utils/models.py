@@ -308,7 +308,8 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
         name: see module docstring.
         dtype: ``float32`` (scoring parity with lm-eval), ``bfloat16`` (faster on AMX CPUs/GPUs),
             ``float16`` or ``auto`` (resolved by :func:`kinject_utils.device.resolve_dtype`).
-        quantization: ``None`` or ``"nf4"`` (4-bit QLoRA: nf4, double quantization, bf16 compute).
+        quantization: ``None`` or ``"nf4"`` (4-bit QLoRA: nf4, double quantization, bf16 compute; fp16 on
+            cards without native bf16, such as T4 and V100).
         device: ``"cpu"``, ``"cuda"`` (``cuda:N``) or ``"auto"`` (:func:`kinject_utils.device.resolve_device`).
         trust_remote_code: passed through; off unless the user turns it on.
 
@@ -318,7 +319,7 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .device import DTYPES, DeviceError, normalise_dtype, resolve_device, resolve_dtype
+    from .device import DTYPES, DeviceError, native_bf16, normalise_dtype, resolve_device, resolve_dtype
 
     try:
         dtype = normalise_dtype(dtype)  # the one alias table (fp32, bf16, fp16)
@@ -335,11 +336,15 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
     if quantization == "nf4":
         from transformers import BitsAndBytesConfig
 
+        # bf16 compute where the hardware has it (CPU kernels, Ampere and later); fp16 on T4/V100
+        compute = torch.bfloat16 if not device.startswith("cuda") or native_bf16() else torch.float16
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": device if device != "cuda" else 0}
-        torch_dtype = torch.bfloat16 if torch_dtype == torch.float32 else torch_dtype
+        torch_dtype = compute if torch_dtype == torch.float32 else torch_dtype
+    elif device.startswith("cuda"):
+        kwargs["device_map"] = {"": device}  # weights straight to the card, not all through host RAM first
     kwargs["dtype"] = torch_dtype
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(trust_remote_code))

@@ -189,6 +189,18 @@ def test_device_cuda_reaches_every_loader(cuda_world, tmp_path):
     assert {"base", "base+RAG", "FT-reg", "FT-par", "FT-reg+RAG", "FT-par+RAG"} <= set(costs["method"])
 
 
+def test_auto_dtype_on_a_card_that_only_emulates_bf16_is_float32(monkeypatch):
+    """T4/V100: torch.cuda.is_bf16_supported() is True counting emulation; auto must not pick bf16 there."""
+    import torch
+
+    native = {"v": False}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or native["v"])
+    assert device_mod.resolve_dtype("auto", "cuda") == "float32"
+    native["v"] = True  # Ampere and later
+    assert device_mod.resolve_dtype("auto", "cuda") == "bfloat16"
+
+
 @pytest.mark.slow  # builds a 2-layer random model and trains/scores it on the CPU (~30-60 s on 2 busy cores)
 def test_gpu_check_cpu_part_writes_the_table(tmp_path):
     out = tmp_path / "gpu_check.json"

