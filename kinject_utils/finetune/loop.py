@@ -33,6 +33,7 @@ from .checkpoints import (
 )
 from .chunking import chunk_corpus
 from .config import CKPT_DIR, MANIFEST, TRAIN_LOG, FinetuneConfig, run_key
+from .memory import release_memory
 from .schedule import epoch_order, lr_at, plan_steps
 
 log = get_logger("finetune")
@@ -293,5 +294,7 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
     }
     write_json(out / MANIFEST, man)  # written last: its presence means the adapter is complete
     shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-    del model, optimizer
+    release_memory(optimizer)  # the next adapter's auto micro-batch must see this run's memory as free
+    del model, optimizer, params
+    release_memory()
     return _result_from_manifest(out, man, skipped=False)

@@ -136,8 +136,54 @@ def choose_micro_batch(free_gib: float, shape: Shape | None = None, *, batch: in
 
 
 def cuda_free_gib(device: str = "cuda") -> float:
-    """Free memory of the CUDA device in GiB (``torch.cuda.mem_get_info``)."""
+    """Free memory of the CUDA device in GiB (``torch.cuda.mem_get_info``), read after
+    :func:`release_memory`: blocks the caching allocator keeps from an earlier run are free to us
+    but not to ``mem_get_info``, and counting them as used would shrink the next run's micro-batch."""
     import torch
 
+    release_memory()
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     return free / GIB
+
+
+def release_memory(optimizer: Any = None) -> int:
+    """Give back what a finished training run held: its optimizer's paged buffers, then garbage and
+    the CUDA allocator's cached blocks.
+
+    bitsandbytes' paged optimizers register every paged state buffer in the process-wide
+    ``GlobalPageManager.paged_tensors`` list, which keeps them alive after the optimizer is gone
+    (about 1.3 GB per 7B QLoRA run); this drops the ones ``optimizer`` owns.
+
+    Returns:
+        the number of paged buffers released.
+    """
+    import gc
+
+    released = 0
+    if optimizer is not None:
+        owned = {id(v) for st in getattr(optimizer, "state", {}).values() if isinstance(st, dict)
+                 for v in st.values()}
+        manager = _page_manager()
+        if manager is not None and owned:
+            keep = [t for t in manager.paged_tensors if id(t) not in owned]
+            released = len(manager.paged_tensors) - len(keep)
+            manager.paged_tensors[:] = keep
+        if hasattr(optimizer, "state"):
+            optimizer.state.clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - no torch / no CUDA: nothing cached to give back
+        pass
+    return released
+
+
+def _page_manager() -> Any:
+    try:
+        from bitsandbytes.functional import GlobalPageManager
+    except Exception:  # noqa: BLE001 - bitsandbytes is optional off the QLoRA path
+        return None
+    return GlobalPageManager.get_instance()
