@@ -40,6 +40,7 @@ __all__ = [
     "get_spec",
     "resolve_model_dir",
     "load_causal_lm",
+    "nf4_compute_dtype",
     "load_embedder",
     "disable_bnb_cpu_inference_repack",
     "is_offline",
@@ -300,6 +301,14 @@ def disable_bnb_cpu_inference_repack(model: Any) -> int:
 
 
 
+def nf4_compute_dtype(device: str) -> str:
+    """The compute dtype of a 4-bit (nf4) model: bf16 where the hardware has it (CPU kernels, CUDA cards
+    from Ampere on), fp16 on T4/V100; whatever ``DTYPE`` says, as a QLoRA adapter was trained in it."""
+    from .device import native_bf16
+
+    return "bfloat16" if not str(device).startswith("cuda") or native_bf16() else "float16"
+
+
 def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | None = None,
                    device: str = "cpu", trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer by registry name, local folder or hub id.
@@ -319,7 +328,7 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .device import DTYPES, DeviceError, native_bf16, normalise_dtype, resolve_device, resolve_dtype
+    from .device import DTYPES, DeviceError, normalise_dtype, resolve_device, resolve_dtype
 
     try:
         dtype = normalise_dtype(dtype)  # the one alias table (fp32, bf16, fp16)
@@ -336,8 +345,7 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
     if quantization == "nf4":
         from transformers import BitsAndBytesConfig
 
-        # bf16 compute where the hardware has it (CPU kernels, Ampere and later); fp16 on T4/V100
-        compute = torch.bfloat16 if not device.startswith("cuda") or native_bf16() else torch.float16
+        compute = getattr(torch, nf4_compute_dtype(device))
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute)

@@ -4,8 +4,10 @@
     python scripts/bench_train.py --which ours --dtype float32   # one side only, one dtype
     python scripts/bench_train.py --method qlora --steps 4
 
-Both runs train the same model, LoRA, packed 256-token chunks, micro-batch, accumulation, dtype,
-learning rate and number of optimiser steps; each runs in its own subprocess so that peak RSS
+Both runs train the same model on the same device, LoRA rank and dropout, packed 256-token chunks,
+micro-batch, accumulation, dtype, optimizer (paged AdamW 32-bit on CUDA, AdamW on a CPU), precision
+(QLoRA on a card with native bf16: Trainer's ``bf16=True`` autocast against our bf16 autocast, TF32 on
+in both), learning rate and number of optimiser steps; each runs in its own subprocess so that peak RSS
 (``resource.getrusage``; ``torch.cuda.max_memory_allocated`` on a GPU) belongs to it alone.
 Tokens/s counts real (non-padding) tokens over the training call, model loading excluded.
 It also prints the real-token fraction of the packed chunks vs one-document-per-row batching.
@@ -58,7 +60,8 @@ def run_ours(a: argparse.Namespace) -> dict:
 
     cfg = FinetuneConfig(method=a.method, micro_batch=a.micro_batch, grad_accum=a.grad_accum, lr=1e-3,
                          budget="steps", max_steps=a.steps, checkpoint_every=0, dtype=_dtype(a),
-                         gradient_checkpointing=a.method == "qlora")
+                         gradient_checkpointing=a.method == "qlora", lora_r=16, lora_alpha=32, lora_dropout=0.0,
+                         device="auto", optimizer="auto")
     with tempfile.TemporaryDirectory() as d:
         res = train_adapter(a.model, corpus(), cfg, d, progress=False)
     return {"tokens": res.tokens, "seconds": res.wall_s, "tok_s": res.tokens / res.wall_s,
@@ -71,14 +74,17 @@ def run_trainer(a: argparse.Namespace) -> dict:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
+    from kinject_utils.device import native_bf16
     from kinject_utils.finetune import chunk_corpus
     from kinject_utils.models import load_causal_lm
 
+    cuda = torch.cuda.is_available()
     if a.method == "qlora":
-        model, tok = load_causal_lm(a.model, dtype="bfloat16", quantization="nf4")
+        model, tok = load_causal_lm(a.model, dtype="bfloat16", quantization="nf4", device="auto")
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     else:
-        model, tok = load_causal_lm(a.model, dtype=_dtype(a))
+        model, tok = load_causal_lm(a.model, dtype=_dtype(a), device="auto")
+    autocast = cuda and a.method == "qlora" and native_bf16()  # what our loop does (finetune.loop.compute_precision)
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
@@ -88,8 +94,9 @@ def run_trainer(a: argparse.Namespace) -> dict:
         args = TrainingArguments(output_dir=d, per_device_train_batch_size=a.micro_batch,
                                  gradient_accumulation_steps=a.grad_accum, learning_rate=1e-3,
                                  lr_scheduler_type="constant", max_steps=a.steps, max_grad_norm=1.0,
-                                 optim="adamw_torch", logging_steps=10**6, save_strategy="no", report_to=[],
-                                 use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0,
+                                 optim="paged_adamw_32bit" if cuda else "adamw_torch", bf16=autocast, tf32=autocast,
+                                 logging_steps=10**6, save_strategy="no", report_to=[],
+                                 use_cpu=not cuda, seed=0, dataloader_num_workers=0,
                                  disable_tqdm=True, gradient_checkpointing=a.method == "qlora")
         collator = DataCollatorForLanguageModeling(tok, mlm=False)
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)

@@ -301,3 +301,41 @@ def test_scoring_grid_on_cuda(tiny_mistral, tmp_path, monkeypatch):
     costs = pd.read_csv(layout.costs_csv(results))
     assert costs.device.item() == "cuda" and costs.mem_source.item().startswith("cuda")
     assert costs.dtype.item() == ("bfloat16" if torch.cuda.is_bf16_supported() else "float32")
+
+
+@pytest.mark.parametrize("method, expect", [("qlora", "nf4/bfloat16"), ("lora", "bfloat16")])
+def test_base_and_finetuned_cells_of_a_model_share_one_precision(cuda_world, tmp_path, method, expect):
+    """QLoRA adapters are scored on their nf4 base, so the base cells load that same nf4 base: an FT-vs-base
+    difference is the adapter's, not also nf4's quantisation loss; the label says so (cache key, costs)."""
+    import pandas as pd
+
+    from kinject_utils.data import make_fictional_news
+
+    results = tmp_path / "results"
+    task = make_fictional_news("tiny", seed=0)
+    save_task(task, layout.task_dir(results, task.name))
+    cuda_world.patch()
+    cfg = ft.preset("qlora_small_gpu" if method == "qlora" else "cpu", epochs=1, device="cuda", dtype="auto")
+    rows = ft.train_variants("smollm2-135m", task, dict(task.paraphrases), cfg, results, sweep=[0, 1], n_par=1,
+                             fixed_budget="off", progress=False)
+    ft.write_adapter_index(results, rows)
+    cuda_world.calls.clear()
+
+    def fake_score(model, tok, questions, **kw):
+        return [{"id": q.id, "acc": 1, "acc_norm": 1, "n_ctx_tokens": 3, "cont_tokens": [1] * 4} for q in questions]
+
+    import kinject_utils.scoring as scoring_pkg
+
+    orig, scoring_pkg.score_questions = scoring_pkg.score_questions, fake_score
+    try:
+        study.score_study(results, ["smollm2-135m"], [task.name], study.GridConfig(dtype="auto"), device="cuda",
+                          progress=False)
+    finally:
+        scoring_pkg.score_questions = orig
+    quant = "nf4" if method == "qlora" else None
+    base = [c for c in cuda_world.calls if c[0] == "load_causal_lm"]
+    tuned = [c for c in cuda_world.calls if c[0] == "load_finetuned"]
+    assert base and {c[4] for c in base} == {quant}
+    assert tuned and {c[4] for c in tuned} == {quant or "none"}
+    costs = pd.read_csv(layout.costs_csv(results))
+    assert set(costs["dtype"]) == {expect}

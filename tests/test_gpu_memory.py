@@ -70,3 +70,38 @@ def test_a_finished_run_leaves_no_optimizer_state_alive(tmp_path, monkeypatch):
         ft.train_adapter(str(tiny), CORPUS, cfg, tmp_path / name, progress=False)
         assert pages.paged_tensors == [], f"{name}: paged buffers still registered"
         assert all(r() is None for r in refs), f"{name}: optimizer state still reachable"
+
+
+def test_qlora_on_a_bf16_card_trains_under_bf16_autocast_with_tf32_restored_after(monkeypatch):
+    from kinject_utils import device as device_mod
+
+    monkeypatch.setattr(device_mod, "native_bf16", lambda: True)
+    before = torch.backends.cuda.matmul.allow_tf32
+    with loop.compute_precision("qlora", "cuda") as used:
+        assert used == "bf16 autocast + tf32" and torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    for method, dev in (("lora", "cuda"), ("qlora", "cpu")):
+        with loop.compute_precision(method, dev) as used:
+            assert used == "native"
+    monkeypatch.setattr(device_mod, "native_bf16", lambda: False)  # T4/V100: no bf16 autocast
+    with loop.compute_precision("qlora", "cuda") as used:
+        assert used == "native"
+
+
+@pytest.mark.slow
+def test_every_training_forward_runs_in_the_compute_precision(tmp_path, monkeypatch):
+    import contextlib
+    import json
+
+    entered = []
+
+    @contextlib.contextmanager
+    def recording(method, device):
+        entered.append((method, device))
+        yield "recorded"
+
+    monkeypatch.setattr(loop, "compute_precision", recording)
+    cfg = ft.FinetuneConfig(micro_batch=2, grad_accum=2, budget="steps", max_steps=2, device="cpu", dtype="float32")
+    ft.train_adapter(str(make_tiny_llama(tmp_path / "model")), CORPUS, cfg, tmp_path / "a", progress=False)
+    assert entered == [("lora", "cpu")] * 4  # 2 steps x 2 micro-batches
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["compute"] == "recorded"

@@ -11,11 +11,12 @@ and checkpointing come from :func:`kinject_utils.finetune.memory.choose_micro_ba
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..io import append_jsonl, content_hash, read_json, write_json, write_jsonl
 from ..log import get_logger
@@ -110,6 +111,32 @@ def _build_model(model_name: str, cfg: FinetuneConfig, run: dict[str, Any]) -> t
         model = get_peft_model(model, lcfg)
     disable_bnb_cpu_inference_repack(model)  # the trap: keep 4-bit layers trainable after eval forwards
     return model, tok
+
+
+@contextlib.contextmanager
+def compute_precision(method: str, device: str) -> Iterator[str]:
+    """The precision the training forward and backward run in; yields its name for the manifest.
+
+    QLoRA on a CUDA card with native bf16 runs under bf16 autocast with TF32 matmuls (restored after):
+    ``prepare_model_for_kbit_training`` upcasts embeddings, norms and the head to fp32 and ``Linear4bit``
+    returns its input's dtype, so without autocast the residual stream, attention and the LoRA matmuls run
+    in fp32 (no flash-attention kernel). The QLoRA reference recipe and ``Trainer(bf16=True)`` do the same.
+    Anything else runs in the model's own dtype (``"native"``).
+    """
+    import torch
+
+    from ..device import native_bf16
+
+    if method != "qlora" or not str(device).startswith("cuda") or not native_bf16():
+        yield "native"
+        return
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield "bf16 autocast + tf32"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _make_optimizer(params: list, cfg: FinetuneConfig, device: str) -> Any:
@@ -223,7 +250,7 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
     model.train()
     t0 = time.time()
     orders: dict[int, list[int]] = {}
-    loss_val = float("nan")
+    loss_val, precision = float("nan"), "native"
     bar = progress_bar(total=total, initial=start, disable=not progress, desc=f"train {out.name}", unit="step")
     for step in range(start, total):
         epoch, k = divmod(step, spe)
@@ -241,8 +268,10 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
         for micro in micros:
             ids, mask, labels, real, pad = collate(micro, pad_id, device)
             n_micro = sum(len(c) - 1 for c in micro)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss * (n_micro / n_pred)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
+            with compute_precision(cfg.method, device) as used:
+                precision = used
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss * (n_micro / n_pred)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             step_loss += loss.detach()  # stays on the device: one sync per optimiser step, below
             del loss  # free this micro-batch's logits before the next forward
             tokens += real
@@ -283,7 +312,8 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
         "key": key, "base_model": model_name, "base_model_path": resolve_model_dir(model_name),
         "method": cfg.method, "data_hash": content_hash(texts), "n_texts": len(texts),
         "n_chunks": len(chunks), "corpus_tokens": corpus_tokens, "settings": cfg.to_dict(), "seed": cfg.seed,
-        "versions": _versions(), "device": device, "dtype": run["dtype"], "micro_batch": mb,
+        "versions": _versions(), "device": device, "dtype": run["dtype"], "compute": precision,
+        "micro_batch": mb,
         "grad_accum": math.ceil(batch / mb), "gradient_checkpointing": run["gradient_checkpointing"],
         "memory_plan": run["memory_plan"], "steps": total, "steps_per_epoch": spe,
         "epochs": round(total / spe, 4), "tokens_trained": tokens,

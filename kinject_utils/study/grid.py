@@ -210,7 +210,7 @@ def run_grid(specs: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, A
         m = meter.stop()
         meta = {**dataclasses.asdict(spec), "seconds": round(m["wall_s"] - t_load_end, 3), "load_s": round(load_s, 3),
                 "peak_mem_mb": m["peak_mem_mb"], "mem_source": m["mem_source"], "device": device,
-                "dtype": dtype or spec.precision}
+                "dtype": spec.precision or dtype}
         write_jsonl(cache / f"{spec.key()}.jsonl", [{**meta, **r} for r in rows])
     return collect_scores(specs, results_dir)
 

@@ -9,7 +9,7 @@ from .. import layout
 from ..log import get_logger
 from .grid import GridConfig, ScoreSpec, plan_grid, run_grid
 
-__all__ = ["load_tasks", "score_study"]
+__all__ = ["load_tasks", "model_precision", "score_study"]
 
 log = get_logger("study")
 
@@ -26,14 +26,29 @@ def load_tasks(results_dir: str | Path, names: list[str], notebook: str = "05") 
             for name in require_built(results_dir, list(names), notebook)}
 
 
+def model_precision(results_dir: str | Path, model: str, dtype: str, device: str) -> str:
+    """What every cell of ``model`` is scored in: ``dtype``, or ``nf4/<compute dtype>`` when any of its
+    adapters is QLoRA, so that base and fine-tuned cells of one model differ only by the adapter
+    (never also by nf4's quantisation loss). Part of each cell's cache key and the costs' ``dtype``."""
+    from ..finetune import MANIFEST, read_adapter_index
+    from ..io import read_json
+    from ..models import nf4_compute_dtype
+
+    for a in read_adapter_index(results_dir):
+        man = Path(a["adapter_dir"]) / MANIFEST
+        if a.get("model") == model and man.exists() and read_json(man).get("method") == "qlora":
+            return f"nf4/{nf4_compute_dtype(device)}"
+    return dtype
+
+
 def score_study(results_dir: str | Path, models: list[str], task_names: list[str], cfg: GridConfig,
                 device: str = "auto", progress: bool = True) -> Path:
     """Plan the grid, score every cell on one device and dtype, aggregate; returns ``05_scores.csv``'s path.
 
     Base and fine-tuned models load on the device and dtype :func:`kinject_utils.device.resolve`
-    gives for ``device`` and ``cfg.dtype``; a QLoRA adapter is scored on the 4-bit base it was
-    trained on (``finetune.load_finetuned``'s "as trained"). Adapter folders are resolved against
-    ``results_dir``, so a copied results folder scores its own adapters.
+    gives for ``device`` and ``cfg.dtype``; a model with QLoRA adapters is scored, base and adapters
+    alike, on the 4-bit base the adapters were trained on (:func:`model_precision`). Adapter folders
+    are resolved against ``results_dir``, so a copied results folder scores its own adapters.
     """
     from .. import finetune, retrieval, scoring
     from ..device import resolve
@@ -46,14 +61,21 @@ def score_study(results_dir: str | Path, models: list[str], task_names: list[str
     tasks = load_tasks(results_dir, task_names)
 
     def load_model(spec: ScoreSpec):
+        quant = "nf4" if spec.precision.startswith("nf4") else None
         if spec.adapter_dir:
             return finetune.load_finetuned(spec.model, layout.from_relative(results_dir, spec.adapter_dir),
-                                           device=dev, dtype=dtype)
-        return load_causal_lm(spec.model, dtype=dtype, device=dev)
+                                           device=dev, dtype=dtype, quantization=quant or "none")
+        return load_causal_lm(spec.model, dtype=dtype, device=dev, quantization=quant)
 
     def load_contexts(task: str, k: int, tok: Any, max_tokens: int):
         return retrieval.load_contexts(results_dir, task, k, tok, max_tokens)
 
     specs = plan_grid(results_dir, models, tasks, cfg, lambda t: retrieval.has_retrieval(results_dir, t))
+    label = {m: model_precision(results_dir, m, dtype, dev) for m in models}
+    for m, p in label.items():
+        if p != dtype:
+            log.info("%s: every cell (base and fine-tuned) scored as %s: its adapters are QLoRA, so its base is "
+                     "the 4-bit model they were trained on", m, p)
+    specs = [dataclasses.replace(s, precision=label[s.model]) for s in specs]
     return run_grid(specs, results_dir, tasks, cfg, load_model, load_contexts, scoring.score_questions,
                     progress=progress, device=dev, dtype=dtype)
