@@ -130,6 +130,7 @@ class Peak:
 def check_qlora(folder: Path, device: str, micro_batches: list[int], steps: int, vocab: int, work: Path) -> list[dict]:
     """``train_adapter`` with the paper_qlora preset at each micro-batch, for ``steps`` optimiser steps."""
     from kinject_utils.finetune import preset, train_adapter
+    from kinject_utils.finetune.memory import release_memory
 
     docs = texts(vocab, n_docs=max(micro_batches) * steps + 8)
     rows = []
@@ -141,21 +142,53 @@ def check_qlora(folder: Path, device: str, micro_batches: list[int], steps: int,
         rows.append({"micro_batch": mb, "steps": res.steps, "tokens": res.tokens,
                      "tokens_per_s": round(res.tokens_per_s, 1), "peak_mem_gib": round(peak.gib, 2),
                      "mem_source": peak.source, "final_loss": res.final_loss})
-        _release(device)
+        release_memory()
         print(f"qlora micro-batch {mb:>3}: {rows[-1]['tokens_per_s']:>9,.1f} tok/s, peak {peak.gib:.2f} GiB "
               f"({peak.source}), loss {res.final_loss:.3f}", flush=True)
     return rows
 
 
-def _release(device: str) -> None:
-    """Free what the last run left on the card before the next measurement."""
-    import gc
+def check_auto_twice(folder: Path, device: str, steps: int, vocab: int, work: Path) -> dict:
+    """Two QLoRA runs with ``micro_batch="auto"`` in one process, as notebook 03 trains adapter after adapter:
+    the second must choose the micro-batch the first chose (nothing of the first left counted as used)."""
+    from kinject_utils.finetune import preset, train_adapter
 
-    gc.collect()
-    if device.startswith("cuda"):
-        import torch
+    chosen = []
+    for i in (1, 2):
+        cfg = preset("paper_qlora", budget="steps", max_steps=steps, device=device, checkpoint_every=10**6,
+                     seed=i)  # another seed: another run, not the first one's cache
+        res = train_adapter(str(folder), texts(vocab, n_docs=8, seed=i), cfg, work / f"auto-{i}", progress=False)
+        chosen.append(json.loads((Path(res.out_dir) / "manifest.json").read_text())["micro_batch"])
+    out = {"first": chosen[0], "second": chosen[1], "same": chosen[0] == chosen[1]}
+    print(f"auto micro-batch, two runs in one process: {chosen[0]} then {chosen[1]} "
+          f"({'same' if out['same'] else 'DIFFERENT'})", flush=True)
+    return out
 
-        torch.cuda.empty_cache()
+
+def check_adapter_scoring(folder: Path, adapter: Path, device: str, vocab: int, n: int) -> dict:
+    """Score through ``load_finetuned`` (a QLoRA adapter on its nf4 base, as notebook 05 does): which
+    scoring path the probe allowed, its measured error, and the fast path against the plain one."""
+    from kinject_utils.finetune import load_finetuned
+    from kinject_utils.finetune.memory import release_memory
+    from kinject_utils.scoring import capabilities, score_questions
+
+    model, tok = load_finetuned(str(folder), adapter, device=device)
+    caps = capabilities(model)
+    dev, qs = _questions(vocab, 5, 1, "dev"), _questions(vocab, n, 3, "a")
+    fast = score_questions(model, tok, qs, style="letter", shots=5, dev=dev, progress=False)
+    plain = score_questions(model, tok, qs, style="letter", shots=5, dev=dev, progress=False, method="naive")
+    path = ("shared prefix + k-shot prefix cache" if caps.cached else "shared prefix" if caps.packed
+            else "batched full-row fallback")
+    out = {"path": path, "probe_packed_err": caps.packed_err, "probe_cached_err": caps.cached_err,
+           "probe_tolerance": caps.tolerance, "reason": caps.reason,
+           "identical_predictions": [r["pred"] for r in fast] == [r["pred"] for r in plain],
+           "max_abs_loglik_diff": max(abs(a - b) for r, s in zip(fast, plain) for a, b in zip(r["logliks"],
+                                                                                               s["logliks"]))}
+    print(f"nf4 + LoRA scoring: path {path}; probe max |dlogp| {caps.packed_err:.2e} / {caps.cached_err:.2e} "
+          f"(tolerance {caps.tolerance:.1e}); fast vs plain: identical predictions {out['identical_predictions']}, "
+          f"max |dlogL| {out['max_abs_loglik_diff']:.2e}", flush=True)
+    release_memory()
+    return out
 
 
 def _questions(vocab: int, n: int, seed: int, prefix: str):
@@ -181,9 +214,14 @@ def check_scoring(folder: Path, device: str, dtype: str, batches: list[int], n: 
     from lm_eval.models.huggingface import HFLM
 
     from kinject_utils.models import load_causal_lm
-    from kinject_utils.scoring import build_request, score_questions
+    from kinject_utils.scoring import build_request, capabilities, score_questions
 
     model, tok = load_causal_lm(str(folder), dtype=dtype, device=device)
+    caps = capabilities(model)
+    print(f"scoring path for the base model in {dtype}: "
+          f"{'shared prefix + k-shot prefix cache' if caps.cached else 'shared prefix' if caps.packed else 'fallback'}"
+          f"; probe max |dlogp| {caps.packed_err:.2e} / {caps.cached_err:.2e} (tolerance {caps.tolerance:.1e})"
+          f"{'; ' + caps.reason if caps.reason else ''}", flush=True)
     dev = _questions(vocab, 5, 1, "dev")
     qs = _questions(vocab, n, 2, "q")
     ctx = [" ".join(texts(vocab, 3, 200, seed=100 + i)) for i in range(n)]
@@ -227,6 +265,12 @@ def table(result: dict) -> str:
              "", "| QLoRA micro-batch | tokens/s | peak memory GiB | final loss |", "|---|---|---|---|"]
     lines += [f"| {r['micro_batch']} | {r['tokens_per_s']:,.1f} | {r['peak_mem_gib']:.2f} | {r['final_loss']:.3f} |"
               for r in result["qlora"]]
+    au, ad = result["auto_micro_batch"], result["adapter_scoring"]
+    lines += ["", f"auto micro-batch, two runs in one process: {au['first']} then {au['second']} "
+              f"({'same' if au['same'] else 'DIFFERENT'})",
+              f"nf4 + LoRA adapter scoring: {ad['path']}; probe max |dlogp| {ad['probe_packed_err']:.2e} / "
+              f"{ad['probe_cached_err']:.2e} (tolerance {ad['probe_tolerance']:.1e}); fast vs plain identical "
+              f"predictions {ad['identical_predictions']}, max |dlogL| {ad['max_abs_loglik_diff']:.2e}"]
     lines += ["", "| scoring case | batch | ours s | lm-eval s | speed-up | identical | max abs dloglik |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['batch_size']} | {r['ours_s']:.2f} | {r['lmeval_s']:.2f} | {r['speedup']:.2f}x | "
@@ -263,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         info = build_model(a.shape, device, folder, "bfloat16" if device.startswith("cuda") else "float32")
         print(f"built {a.shape} shape: {info['params']:,} parameters in {info['build_save_s']} s -> {folder}",
               flush=True)
-        qlora = check_qlora(folder, device, [int(x) for x in a.micro_batches.split(",")], a.steps, vocab, work)
+        mbs = [int(x) for x in a.micro_batches.split(",")]
+        qlora = check_qlora(folder, device, mbs, a.steps, vocab, work)
+        auto = check_auto_twice(folder, device, a.steps, vocab, work)
+        adapter = check_adapter_scoring(folder, work / f"qlora-mb{mbs[0]}", device, vocab, min(a.questions, 16))
         scoring = check_scoring(folder, device, dtype, [int(x) for x in a.batches.split(",")], a.questions, vocab)
     try:
         import bitsandbytes
@@ -275,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
               "date": time.strftime("%Y-%m-%d"),
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                            "peft": peft.__version__, "bitsandbytes": bnb},
-              "qlora": qlora, "scoring": scoring}
+              "qlora": qlora, "auto_micro_batch": auto, "adapter_scoring": adapter, "scoring": scoring}
     print("\n" + table(result))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

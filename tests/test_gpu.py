@@ -222,6 +222,11 @@ def test_gpu_check_cpu_part_writes_the_table(tmp_path):
         assert set(gc.SCORING_FIELDS) <= set(s) and s["ours_s"] > 0 and s["lmeval_s"] > 0
         assert s["identical_predictions"] is True and s["max_abs_loglik_diff"] < 1e-4  # fp32 parity with lm-eval
     assert "| QLoRA micro-batch |" in r.stdout and "| scoring case |" in r.stdout
+    auto, ad = res["auto_micro_batch"], res["adapter_scoring"]
+    assert auto["same"] and auto["first"] == auto["second"] >= 1
+    assert ad["path"] in ("shared prefix + k-shot prefix cache", "shared prefix", "batched full-row fallback")
+    assert ad["identical_predictions"] and ad["probe_packed_err"] <= ad["probe_tolerance"]
+    assert "nf4 + LoRA adapter scoring:" in r.stdout and "probe max |dlogp|" in r.stdout
 
 
 def _gpu_check():
