@@ -154,6 +154,9 @@ def _plan_02(p: dict[str, Any], sizes: dict[str, Any], results_dir: Path, count:
     for name in p.get("TASKS") or []:
         size = sizes.get(name, {})
         task = size.get("task")
+        if p.get("FT_TASKS") and name not in p["FT_TASKS"]:
+            plan.lines.append(f"  {name}: not in FT_TASKS: not paraphrased")
+            continue
         if task is None or not task.docs:
             plan.lines.append(f"  {name}: {size.get('note', 'no knowledge base')}: nothing to paraphrase")
             continue

@@ -100,9 +100,18 @@ def cuda_world(monkeypatch):
         return types.SimpleNamespace(skipped=False, steps=1, epochs=1.0, tokens=256, final_loss=1.0,
                                      tokens_per_s=1.0, real_token_fraction=1.0, wall_s=0.1, out_dir=str(out))
 
+    def switch_load(self, model_name, adapter_dir=None, *, quantization=None):
+        # AdapterSwitch keeps one base and swaps adapters (tested for equal numbers in test_gpu_memory.py);
+        # here it records what it would load, as the two loaders above do
+        if adapter_dir is None:
+            return load_causal_lm(model_name, dtype=self.dtype, quantization=quantization, device=self.device)
+        return load_finetuned(model_name, adapter_dir, device=self.device, dtype=self.dtype,
+                              quantization=quantization or "none")
+
     for original, fake in [(models.load_causal_lm, load_causal_lm), (models.load_embedder, load_embedder),
                            (ft.load_finetuned, load_finetuned)]:
         _patch_everywhere(monkeypatch, original, fake)
+    monkeypatch.setattr(ft.AdapterSwitch, "load", switch_load)
     real_train = ft.train_adapter
     return types.SimpleNamespace(calls=calls, state=state, fake_train=train_adapter, real_train=real_train,
                                  patch=lambda: _patch_everywhere(monkeypatch, real_train, train_adapter))

@@ -105,3 +105,37 @@ def test_every_training_forward_runs_in_the_compute_precision(tmp_path, monkeypa
     ft.train_adapter(str(make_tiny_llama(tmp_path / "model")), CORPUS, cfg, tmp_path / "a", progress=False)
     assert entered == [("lora", "cpu")] * 4  # 2 steps x 2 micro-batches
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["compute"] == "recorded"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_adapters_swapped_on_one_base_score_as_fresh_loads(tmp_path, method):
+    """AdapterSwitch (one base, adapters swapped) gives the numbers of a fresh load_finetuned per adapter,
+    and the plain base again after adapters were on it."""
+    from kinject_utils.scoring import score_questions
+    from kinject_utils.tasks import Question
+
+    tiny = str(make_tiny_llama(tmp_path / "model"))
+    quant = "nf4" if method == "qlora" else None
+    dt = "bfloat16" if method == "qlora" else "float32"
+    cfg = ft.FinetuneConfig(method=method, micro_batch=2, grad_accum=1, budget="steps", max_steps=3, device="cpu",
+                            dtype=dt, lr=1e-2)
+    dirs = []
+    for i in (1, 2):
+        ft.train_adapter(tiny, CORPUS[i:], cfg.replace(seed=i), tmp_path / f"a{i}", progress=False)
+        dirs.append(tmp_path / f"a{i}")
+    qs = [Question(id=f"q{i}", question=CORPUS[i][:40], choices=["the ferry", "the mayor", "a sensor", "engineers"],
+                   answer=i % 4) for i in range(4)]
+
+    def scores(model, tok):
+        return [r["logliks"] for r in score_questions(model, tok, qs, progress=False, max_length=256)]
+
+    from kinject_utils.models import load_causal_lm
+
+    fresh = {None: scores(*load_causal_lm(tiny, dtype=dt, quantization=quant))}
+    for d in dirs:
+        fresh[d] = scores(*ft.load_finetuned(tiny, d, device="cpu", dtype=dt, quantization=quant or "none"))
+    assert fresh[dirs[0]] != fresh[dirs[1]] != fresh[None]  # the adapters do change the numbers
+    switch = ft.AdapterSwitch(device="cpu", dtype=dt)
+    for d in [None, dirs[0], dirs[1], None, dirs[0]]:
+        assert scores(*switch.load(tiny, d, quantization=quant)) == fresh[d], d

@@ -21,7 +21,7 @@ from ..log import get_logger
 from ..log import progress as progress_bar
 from .chunking import chunk_corpus
 from .config import MANIFEST, FinetuneConfig
-from .load import load_finetuned
+from .load import AdapterSwitch, load_finetuned
 from .loop import collate, train_adapter
 from .variants import corpus_for
 
@@ -136,16 +136,18 @@ def memorisation_for(index_rows: Sequence[Mapping[str, Any]], tasks_by_name: Map
     dev, dt = resolve(device, dtype)
     cache: dict[str, list[float]] = {}
     frames = []
+    switch = AdapterSwitch(device=dev, dtype=dt)  # one base per model and precision, adapters swapped onto it
     for r in index_rows:
         t0 = time.perf_counter()
         task = tasks_by_name[r["task"]]
-        model, tok = load_finetuned(r["model"], r["adapter_dir"], device=dev, dtype=dt)
+        qlora = read_json(Path(r["adapter_dir"]) / MANIFEST).get("method") == "qlora"
+        model, tok = switch.load(r["model"], r["adapter_dir"], quantization="nf4" if qlora else None)
         n = int(r["n_paraphrases"])
         sets = {"kb": chunk_corpus([d.text for d in task.docs], tok)}
         if n:
             extra = corpus_for(task.docs, paraphrases_by_task.get(r["task"], {}), n)[len(task.docs):]
             sets["paraphrases"] = chunk_corpus(extra, tok)
-        base = "nf4" if read_json(Path(r["adapter_dir"]) / MANIFEST).get("method") == "qlora" else dt
+        base = "nf4" if qlora else dt
         rep = memorisation_report(model, tok, sets, batch_size=batch_size, max_chunks=max_chunks, seed=seed,
                                   before_cache=cache, cache_prefix=f"{r['model']}|{dev}|{base}")
         frames.append(rep.assign(model=r["model"], task=r["task"], variant=r["variant"], n_paraphrases=n))
@@ -154,6 +156,7 @@ def memorisation_for(index_rows: Sequence[Mapping[str, Any]], tasks_by_name: Map
         if timings is not None:
             timings[f"{r['model']}/{r['task']}/{r['variant']}"] = round(secs, 2)
         log.info("memorisation %s / %s / %s: %.1f s", r["model"], r["task"], r["variant"], secs)
+    switch.close()
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)

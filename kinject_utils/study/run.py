@@ -52,7 +52,6 @@ def score_study(results_dir: str | Path, models: list[str], task_names: list[str
     """
     from .. import finetune, retrieval, scoring
     from ..device import resolve
-    from ..models import load_causal_lm
 
     results_dir = Path(results_dir)
     dev, dtype = resolve(device, cfg.dtype)
@@ -60,12 +59,11 @@ def score_study(results_dir: str | Path, models: list[str], task_names: list[str
     log.info("scoring on %s in %s", dev, dtype)
     tasks = load_tasks(results_dir, task_names)
 
+    switch = finetune.AdapterSwitch(device=dev, dtype=dtype)  # one base per model, adapters swapped onto it
+
     def load_model(spec: ScoreSpec):
-        quant = "nf4" if spec.precision.startswith("nf4") else None
-        if spec.adapter_dir:
-            return finetune.load_finetuned(spec.model, layout.from_relative(results_dir, spec.adapter_dir),
-                                           device=dev, dtype=dtype, quantization=quant or "none")
-        return load_causal_lm(spec.model, dtype=dtype, device=dev, quantization=quant)
+        adapter = layout.from_relative(results_dir, spec.adapter_dir) if spec.adapter_dir else None
+        return switch.load(spec.model, adapter, quantization="nf4" if spec.precision.startswith("nf4") else None)
 
     def load_contexts(task: str, k: int, tok: Any, max_tokens: int):
         return retrieval.load_contexts(results_dir, task, k, tok, max_tokens)
@@ -77,5 +75,8 @@ def score_study(results_dir: str | Path, models: list[str], task_names: list[str
             log.info("%s: every cell (base and fine-tuned) scored as %s: its adapters are QLoRA, so its base is "
                      "the 4-bit model they were trained on", m, p)
     specs = [dataclasses.replace(s, precision=label[s.model]) for s in specs]
-    return run_grid(specs, results_dir, tasks, cfg, load_model, load_contexts, scoring.score_questions,
-                    progress=progress, device=dev, dtype=dtype)
+    try:
+        return run_grid(specs, results_dir, tasks, cfg, load_model, load_contexts, scoring.score_questions,
+                        progress=progress, device=dev, dtype=dtype)
+    finally:
+        switch.close()
