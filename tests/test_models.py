@@ -157,3 +157,32 @@ def test_models_module_does_not_need_fcntl():
     tree = ast.parse(Path(models.__file__).read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     assert "fcntl" not in names  # POSIX-only: the package must import on Windows
+
+
+def test_orca2_loads_the_revision_that_has_safetensors(monkeypatch):
+    """microsoft/Orca-2-7b's main holds only pickled .bin weights; use_safetensors needs refs/pr/13."""
+    import transformers
+
+    from kinject_utils import models
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def tok(path, **kw):
+        seen["tokenizer"] = (path, kw.get("revision"))
+        return object()
+
+    def model(path, **kw):
+        seen["model"] = (path, kw.get("revision"), kw.get("use_safetensors"))
+        raise Stop
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tok)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
+    with pytest.raises(Stop):
+        models.load_causal_lm("orca2-7b", device="cpu")
+    assert seen == {"tokenizer": ("microsoft/Orca-2-7b", "refs/pr/13"),
+                    "model": ("microsoft/Orca-2-7b", "refs/pr/13", True)}
