@@ -145,6 +145,15 @@ def test_device_cuda_reaches_every_loader(cuda_world, tmp_path):
     backend.max_tokens_for("a document", 1)
     assert [c[2:4] for c in stage("load_causal_lm")] == [("cuda", "bfloat16")]
 
+    # 01: the fictional-knowledge judge, when FK_JUDGE_DEVICE asks for the card (paper configs do)
+    from kinject_utils.data.fk_judge import model_judge
+
+    cuda_world.state["stop_lm"] = True
+    with pytest.raises(Stop):
+        model_judge("gemma3-270m", device="cuda")(task.questions[:1])
+    assert [c[2:4] for c in stage("load_causal_lm")] == [("cuda", "float32")]
+    cuda_world.state["stop_lm"] = False
+
     # 03: the training loop itself asks for CUDA (the real train_adapter, stopped at its loader)
     cfg = ft.preset(p["03"]["FT_PRESET"], epochs=p["03"]["EPOCHS"], seed=0, device=p["03"]["DEVICE"],
                     dtype=p["03"]["DTYPE"])

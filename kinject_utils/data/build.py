@@ -32,7 +32,7 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
                 mmlu_dir: str = "", fk_dir: str = "", *,
                 fk_max_questions: int | None = FK_DEFAULT_MAX_QUESTIONS,
                 fk_kinds: Sequence[str] = tuple(FK_KINDS.values()),
-                fk_judge: str | Sequence[str] | None = FK_DEFAULT_JUDGE,
+                fk_judge: str | Sequence[str] | None = FK_DEFAULT_JUDGE, fk_judge_device: str = "cpu",
                 mmlu_kb: str = "", custom_docs_dir: str = "", custom_questions: str = "",
                 n_paraphrases: int = 10) -> dict[str, Path]:
     """Build and write every requested task in its folder (:func:`kinject_utils.layout.task_dir`).
@@ -47,6 +47,7 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
         size: fictional news size (``tiny|default|large``).
         fk_judge: the model(s) judging the fictional-knowledge option sets (``None``/``[]``: none);
             their scores are cached under ``{results_dir}/cache/01_fk_judge/``.
+        fk_judge_device: the judge's device (``cpu``: the same option sets on every machine).
         mmlu_kb: ``""`` (no MMLU knowledge base: MMLU is scored without RAG), ``"wikipedia"``
             (online builder) or a folder of documents.
         custom_docs_dir, custom_questions: the bring-your-own task's inputs.
@@ -69,7 +70,8 @@ def build_tasks(task_names: Iterable[str], results_dir: str | Path, size: str = 
         elif name == "fictional_knowledge":
             task = load_fictional_knowledge(sources[name].path, max_questions=fk_max_questions, kinds=fk_kinds,
                                             seed=seed, judge=fk_judge or None,
-                                            judge_cache=layout.fk_judge_cache_dir(resolve_path(results_dir)))
+                                            judge_cache=layout.fk_judge_cache_dir(resolve_path(results_dir)),
+                                            judge_device=fk_judge_device)
         elif name == "mmlu":
             kb = None
             if mmlu_kb == "wikipedia":

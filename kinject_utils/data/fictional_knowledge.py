@@ -222,7 +222,7 @@ def _group(e: dict, i: int, j: int, kinds: Sequence[str], options: dict[str, lis
 
 
 def _judged_groups(entries: list[dict], probes: dict[str, _Probe], kinds: Sequence[str], seed: int,
-                   max_questions: int | None, judges: list, cache_dir: str | Path | None,
+                   max_questions: int | None, judges: list, cache_dir: str | Path | None, device: str = "cpu",
                    ) -> tuple[list[list[Question]], list[dict[str, dict[str, float]]]]:
     """Whole probe groups drawn (seeded) with judged option sets (:mod:`.fk_judge`).
 
@@ -238,7 +238,7 @@ def _judged_groups(entries: list[dict], probes: dict[str, _Probe], kinds: Sequen
     random.Random(f"kinject-fk-sample/{seed}").shuffle(order)
     need = len(order) if max_questions is None else min(len(order), max(1, max_questions // len(kinds)))
     t0 = time.perf_counter()
-    judges = [Judge(j, cache_dir, content_hash(entries)) for j in judges]
+    judges = [Judge(j, cache_dir, content_hash(entries), device) for j in judges]
     options: dict[str, list[str]] = {}
     excess: Counter = Counter()  # the judges' wins over chance so far, per judge and question slot
     set_of: dict[str, list[_Probe]] = {}
@@ -292,7 +292,7 @@ def load_fictional_knowledge(source: str | Path = "", *,
                              max_questions: int | None = FK_DEFAULT_MAX_QUESTIONS,
                              kinds: Sequence[str] = tuple(FK_KINDS.values()), seed: int = 0,
                              judge: str | JudgeFn | Sequence[str | JudgeFn] | None = FK_DEFAULT_JUDGE,
-                             judge_cache: str | Path | None = None) -> Task:
+                             judge_cache: str | Path | None = None, judge_device: str = "cpu") -> Task:
     """The fictional-knowledge corpus as a fair 4-option task (130 passages; distractors: module doc).
 
     A probe group is one passage's probe j in every requested kind; a group is kept only when every
@@ -314,6 +314,9 @@ def load_fictional_knowledge(source: str | Path = "", *,
             2 CPU cores for the default 300 questions); ``None`` builds the sets without a model
             (shape, slot and length only: a base model then scores above chance).
         judge_cache: folder for the judge's scores (re-runs score nothing); ``None``: no cache.
+        judge_device: where a model judge runs: ``"cpu"`` (default: the same option sets on every
+            machine) or ``"cuda"``/``"auto"`` (faster at paper scale; fp32 scores that differ in the
+            fifth decimal can choose another set, so its cache is kept apart).
 
     Raises:
         FileNotFoundError: the folder or JSON is missing.
@@ -361,7 +364,8 @@ def load_fictional_knowledge(source: str | Path = "", *,
                                                       e["train_context"].lower(), (q.strip(),))
     tables: list[dict[str, dict[str, float]]] = []
     if judges:
-        groups, tables = _judged_groups(entries, probes, kinds, seed, max_questions, judges, judge_cache)
+        groups, tables = _judged_groups(entries, probes, kinds, seed, max_questions, judges, judge_cache,
+                                        judge_device)
     else:
         options = _option_sets(list(probes.values()), seed)
         groups = [g for i, e in enumerate(entries) for j in range(len(e["mem_target"]))

@@ -61,8 +61,8 @@ _SUBJECT = "fictional_knowledge"  # the task's subject: notebook 05's cloze prom
 _FORMAT = "cloze-0shot-acc_norm-float32-v1"  # what a cached score means (part of its file name)
 
 
-def model_judge(name: str, batch_size: int = 8) -> JudgeFn:
-    """A judge that scores with model ``name`` (loaded once, on first use, in float32).
+def model_judge(name: str, batch_size: int = 8, device: str = "cpu") -> JudgeFn:
+    """A judge that scores with model ``name`` (loaded once, on first use, in float32, on ``device``).
 
     Its scores are notebook 05's: :func:`kinject_utils.scoring.score_questions` in cloze style,
     0-shot, log-likelihood divided by the option's length in characters (``acc_norm``).
@@ -78,7 +78,7 @@ def model_judge(name: str, batch_size: int = 8) -> JudgeFn:
 
             t0 = time.perf_counter()
             try:
-                loaded.extend(load_causal_lm(name, dtype="float32"))
+                loaded.extend(load_causal_lm(name, dtype="float32", device=device))
             except (ModelUnavailableError, OSError) as exc:
                 raise ModelUnavailableError(
                     f"fictional-knowledge judge {name!r} could not be loaded ({exc}); name another model, or "
@@ -105,12 +105,15 @@ class Judge:
     re-run scores nothing; a function judge is never cached.
     """
 
-    def __init__(self, judge: str | JudgeFn, cache_dir: str | Path | None = None, data_hash: str = ""):
+    def __init__(self, judge: str | JudgeFn, cache_dir: str | Path | None = None, data_hash: str = "",
+                 device: str = "cpu"):
         self.name = _judge_name(judge)
-        self.fn = model_judge(judge) if isinstance(judge, str) else judge
+        self.fn = model_judge(judge, device=device) if isinstance(judge, str) else judge
         self.path = None
+        # scores of another device kind differ in the 5th decimal: they are kept apart (cpu keeps the old name)
+        fmt = _FORMAT if str(device).startswith("cpu") else f"{_FORMAT}-{str(device).split(':')[0]}"
         if cache_dir is not None and isinstance(judge, str):
-            self.path = Path(cache_dir) / f"{slug(self.name, unique=True)}-{content_hash(data_hash, _FORMAT)}.json"
+            self.path = Path(cache_dir) / f"{slug(self.name, unique=True)}-{content_hash(data_hash, fmt)}.json"
         self.table: dict[str, dict[str, float]] = {}
         if self.path is not None and self.path.exists():
             self.table = {q: dict(o) for q, o in read_json(self.path).get("scores", {}).items()}
