@@ -199,14 +199,21 @@ def run_rows(model: Any, rows: list[Row], plan: tuple[str, int | None], batch_si
             raise RuntimeError("the model ignored a boolean logits_to_keep (unexpected logits shape "
                                f"{tuple(logits.shape)}); use method='naive'")
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        greedy_ids = logprobs.argmax(dim=-1).cpu()
-        for b, i in enumerate(batch):
+        # every option's token log-probabilities in one gather and one copy to the host (not one sync per
+        # option); sums and greedy flags are then taken on the host, option by option
+        where = [rank[b, w] for b, i in enumerate(batch) for w, _ in rows[i].scored]
+        targets = torch.tensor([t for i in batch for _, tgt in rows[i].scored for t in tgt], dtype=torch.long)
+        flat = torch.cat(where)
+        picked = logprobs[flat.to(logprobs.device), targets.to(logprobs.device)].cpu()
+        hit = (logprobs.argmax(dim=-1)[flat.to(logprobs.device)].cpu() == targets)
+        start = 0
+        for i in batch:
             lls, greedy = [], []
-            for where, target in rows[i].scored:
-                r = rank[b, where]
-                t = torch.tensor(target)
-                lls.append(float(logprobs[r.to(logprobs.device), t.to(logprobs.device)].sum()))
-                greedy.append(bool((greedy_ids[r] == t).all()))
+            for _, tgt in rows[i].scored:
+                end = start + len(tgt)
+                lls.append(float(picked[start:end].sum()))
+                greedy.append(bool(hit[start:end].all()))
+                start = end
             results[i] = (lls, greedy)
         if pbar is not None:
             pbar.update(len(batch))
