@@ -37,15 +37,19 @@ def run_naive(model: Any, items: list[Item], max_length: int, batch_size: int = 
             ids[b, : len(inp)] = torch.tensor(inp)
         with torch.no_grad():
             logits = model(input_ids=ids.to(device), use_cache=False).logits
-        done = 0
+        done, slots, sums, hits = 0, [], [], []
         for b, inp in enumerate(batch):
             for i, k in rows[inp]:
                 ce = items[i].cont_encs[k]
                 lp = torch.log_softmax(logits[b, len(inp) - len(ce): len(inp)].float(), dim=-1)
                 t = torch.tensor(ce, device=lp.device)
-                items[i].logliks[k] = float(lp.gather(1, t[:, None]).sum())
-                items[i].greedy[k] = bool((lp.argmax(-1) == t).all())
+                slots.append((i, k))
+                sums.append(lp.gather(1, t[:, None]).sum())
+                hits.append((lp.argmax(-1) == t).all())
                 left[i] -= 1
                 done += left[i] == 0
+        # one copy to the host per batch (the same sums as before, not one device sync per option)
+        for (i, k), ll, g in zip(slots, torch.stack(sums).cpu().tolist(), torch.stack(hits).cpu().tolist()):
+            items[i].logliks[k], items[i].greedy[k] = float(ll), bool(g)
         if pbar is not None and done:
             pbar.update(done)
