@@ -126,7 +126,7 @@ def test_judge_scores_are_cached_per_model_and_data(tmp_path, monkeypatch):
     (tmp_path / "src").mkdir()
     src = _corpus(tmp_path / "src")
     fake = _table_judge(easy=set())
-    monkeypatch.setattr(fk_judge, "model_judge", lambda name, batch_size=8: fake)
+    monkeypatch.setattr(fk_judge, "model_judge", lambda name, batch_size=8, device="cpu": fake)
     a = data.load_fictional_knowledge(str(src), max_questions=None, judge="some-model", judge_cache=tmp_path / "c")
     files = list((tmp_path / "c").glob("some-model-*.json"))
     assert len(files) == 1 and fake.calls
