@@ -104,15 +104,15 @@ def _task_sizes(p01: dict[str, Any], count: _Counter) -> dict[str, dict[str, Any
                                          p01.get("N_PARAPHRASES", 10))
             out[task] = _measure(t, count, f"generated offline (size {p01.get('TASK_SIZE')})")
         elif task == "fictional_knowledge":
-            where = data.describe_source(task, p01.get("FICTIONAL_KNOWLEDGE_DIR", ""))
+            explicit = p01.get("FICTIONAL_KNOWLEDGE_DIR", "")
             try:
-                folder = data.resolve_dataset(task, p01.get("FICTIONAL_KNOWLEDGE_DIR", ""), download=False).path
+                src = data.resolve_dataset(task, explicit, download=False)  # never downloads in a plan
                 cap = p01.get("FK_MAX_QUESTIONS") or None
                 # judge=None: the counts do not depend on the judge, and a plan loads no model
-                t = data.load_fictional_knowledge(folder, max_questions=cap, seed=p01.get("SEED", 0), judge=None)
-                out[task] = _measure(t, count, f"data: {where}")
+                t = data.load_fictional_knowledge(src.path, max_questions=cap, seed=p01.get("SEED", 0), judge=None)
+                out[task] = _measure(t, count, f"data: {src.origin}: {src.path}")
             except Exception:  # noqa: BLE001
-                out[task] = {"note": f"data: {where}; size known once it is there"}
+                out[task] = {"note": f"data: {data.describe_source(task, explicit)}; size known once it is there"}
         elif task == "mmlu":
             n = sum(MMLU_TEST_QUESTIONS.values())
             kb = p01.get("MMLU_KB") or ""

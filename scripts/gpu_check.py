@@ -151,14 +151,14 @@ def check_qlora(folder: Path, device: str, micro_batches: list[int], steps: int,
 def check_auto_twice(folder: Path, device: str, steps: int, vocab: int, work: Path) -> dict:
     """Two QLoRA runs with ``micro_batch="auto"`` in one process, as notebook 03 trains adapter after adapter:
     the second must choose the micro-batch the first chose (nothing of the first left counted as used)."""
-    from kinject_utils.finetune import preset, train_adapter
+    from kinject_utils.finetune import MANIFEST, preset, train_adapter
 
     chosen = []
     for i in (1, 2):
         cfg = preset("paper_qlora", budget="steps", max_steps=steps, device=device, checkpoint_every=10**6,
                      seed=i)  # another seed: another run, not the first one's cache
         res = train_adapter(str(folder), texts(vocab, n_docs=8, seed=i), cfg, work / f"auto-{i}", progress=False)
-        chosen.append(json.loads((Path(res.out_dir) / "manifest.json").read_text())["micro_batch"])
+        chosen.append(json.loads((Path(res.out_dir) / MANIFEST).read_text())["micro_batch"])
     out = {"first": chosen[0], "second": chosen[1], "same": chosen[0] == chosen[1]}
     print(f"auto micro-batch, two runs in one process: {chosen[0]} then {chosen[1]} "
           f"({'same' if out['same'] else 'DIFFERENT'})", flush=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..io import resolve_path
 from ..tasks import Document, Question, Task, TaskFormatError
-from .source import MMLU_SUBJECTS, resolve_dataset
+from .source import MMLU_SUBJECTS, mmlu_parquet, resolve_dataset
 
 __all__ = ["LETTERS", "MMLU_SUBJECTS", "build_mmlu_task", "load_mmlu"]
 
@@ -104,7 +104,7 @@ def _read_mmlu_parquet(path: Path, subject: str, split: str) -> list[Question]:
 def _split_file(root: Path, subject: str, split: str) -> Path:
     """The file of one split in either layout: the original CSVs, else the hub's parquet."""
     csv_path = root / split / f"{subject}_{split}.csv"
-    parquet = root / subject / f"{split}-00000-of-00001.parquet"
+    parquet = root / mmlu_parquet(subject, split)
     if csv_path.exists() or not parquet.exists():
         return csv_path
     return parquet

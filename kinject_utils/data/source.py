@@ -31,19 +31,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..io import new_file_mode, read_json, resolve_path, write_json
+from ..io import atomic_write_bytes, read_json, resolve_path, write_json
 from ..log import get_logger
 from .errors import DataUnavailableError
 
 __all__ = ["DATASETS", "DATA_ENV", "MMLU_SUBJECTS", "DataSource", "HubDataset", "data_cache_dir", "describe_source",
-           "fetch_dataset", "hub_endpoint", "resolve_dataset"]
+           "fetch_dataset", "hub_endpoint", "mmlu_parquet", "resolve_dataset"]
 
 _log = get_logger("data")
 
@@ -54,6 +53,14 @@ MANIFEST = "kinject-download.json"
 TIMEOUT_S = 15.0
 #: the paper's five MMLU subjects
 MMLU_SUBJECTS: tuple[str, ...] = ("anatomy", "astronomy", "college_biology", "college_chemistry", "prehistory")
+
+
+def mmlu_parquet(subject: str, split: str) -> str:
+    """Where ``cais/mmlu`` (and the cache) keeps one subject's split: ``anatomy/dev-00000-of-00001.parquet``."""
+    return f"{subject}/{split}-00000-of-00001.parquet"
+
+
+_MMLU_HUB_FILES = tuple(mmlu_parquet(s, split) for s in MMLU_SUBJECTS for split in ("test", "dev"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +86,9 @@ class HubDataset:
 DATASETS: dict[str, HubDataset] = {
     "mmlu": HubDataset(
         repo="cais/mmlu",
-        files=tuple(f"{s}/{split}-00000-of-00001.parquet" for s in MMLU_SUBJECTS for split in ("test", "dev")),
+        files=_MMLU_HUB_FILES,
         local_files=(tuple(f"{split}/{s}_{split}.csv" for s in MMLU_SUBJECTS for split in ("test", "dev")),
-                     tuple(f"{s}/{split}-00000-of-00001.parquet" for s in MMLU_SUBJECTS for split in ("test", "dev"))),
+                     _MMLU_HUB_FILES),
         licence="MIT", parameter="MMLU_DIR"),
     "fictional_knowledge": HubDataset(
         repo="kaist-ai/fictional-knowledge", files=("fictional_knowledge.json",),
@@ -186,26 +193,15 @@ def _download(url: str, dest: Path) -> dict[str, object]:
     head = _head(url)
     etag = (head.get("x-linked-etag") or head.get("etag") or "").strip('"').removeprefix("W/").strip('"')
     size = head.get("x-linked-size") or head.get("content-length")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    h, n = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(_request(url, "GET"), timeout=TIMEOUT_S) as resp:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                h.update(block)
-                n += len(block)
-        digest = h.hexdigest()
-        if len(etag) == 64 and etag != digest:
-            raise DataUnavailableError(f"{url}: downloaded file's SHA-256 {digest[:12]}... differs from the "
-                                       f"hub's {etag[:12]}... (a broken transfer or proxy); run again")
-        if size and size.isdigit() and int(size) != n:
-            raise DataUnavailableError(f"{url}: got {n} bytes, the hub announced {size}; run again")
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with urllib.request.urlopen(_request(url, "GET"), timeout=TIMEOUT_S) as resp:
+        data = resp.read()  # each file is at most about 1 MB
+    digest, n = hashlib.sha256(data).hexdigest(), len(data)
+    if len(etag) == 64 and etag != digest:
+        raise DataUnavailableError(f"{url}: downloaded file's SHA-256 {digest[:12]}... differs from the "
+                                   f"hub's {etag[:12]}... (a broken transfer or proxy); run again")
+    if size and size.isdigit() and int(size) != n:
+        raise DataUnavailableError(f"{url}: got {n} bytes, the hub announced {size}; run again")
+    atomic_write_bytes(dest, data)  # written only once checked
     return {"sha256": digest, "bytes": n, "hub_sha256": etag if len(etag) == 64 else None,
             "commit": head.get("x-repo-commit")}
 
