@@ -14,30 +14,28 @@ A config file's keys are the dataclass's fields::
 :meth:`RunSettings.check_against` validates every parameter against the notebooks' own declared
 parameters (papermill's inspection): unknown names (with a close match), notebook numbers that
 do not exist (in ``notebooks:`` or ``run:``), values of the wrong type (``TASKS: fictional_news``
-where a list is declared) and secret-looking values (an API key pasted into a parameter). Messages name the key, never a
-secret's value, and the fix. All of this runs before papermill writes anything.
+where a list is declared); on construction it rejects secrets (an API key pasted into a parameter,
+or a ``*_ENV`` value that is not a variable's NAME: :mod:`kinject_utils.secrets`). Messages name the
+key, never a secret's value, and the fix. All of this runs before papermill writes anything.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
-import math
 import os
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .secrets import check_env_name, looks_like_secret
+
 __all__ = ["ConfigError", "RunSettings", "load_settings", "parse_set", "apply_sets", "normalise_only",
-           "looks_like_secret", "check_value_type"]
+           "check_value_type"]
 
 FIELDS = ("name", "description", "offline", "run", "params", "notebooks", "timeout_per_cell", "extends")
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-_KEY_PREFIXES = ("sk-", "sk_", "hf_", "bearer ", "ghp_", "gho_", "github_pat_", "xoxb-", "xoxp-", "glpat-",
-                 "aiza", "akia", "eyj")
 _TYPE_EXAMPLES = {"list": "[fictional_news]", "dict": "{fictional_news: 20}", "int": "3", "float": "0.5",
                   "str": "\"text\"", "bool": "true"}
 
@@ -46,8 +44,7 @@ class ConfigError(ValueError):
     """A runner config is malformed; the message names the file, the key and the fix."""
 
 
-# ---- secrets ---------------------------------------------------------------------------------------
-
+# ---- YAML ------------------------------------------------------------------------------------------
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``2E5`` are numbers, not strings
     (YAML 1.1, PyYAML's default, needs a dot: ``1.0e-3``); everything else reads as before."""
@@ -68,32 +65,18 @@ def load_yaml(text: str) -> Any:
     """
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
-def _entropy(s: str) -> float:
-    counts = Counter(s)
-    return -sum(c / len(s) * math.log2(c / len(s)) for c in counts.values())
 
-
-def looks_like_secret(value: Any) -> bool:
-    """True for a string that looks like an API key or token (``sk-...``, ``hf_...``, ``Bearer ...``,
-    or a long mixed-case/digit token of high entropy). Paths, URLs and words are not."""
-    if not isinstance(value, str):
-        return False
-    s = value.strip()
-    if s.lower().startswith(_KEY_PREFIXES) and len(s) >= 12:
-        return True
-    if len(s) < 24 or any(c.isspace() for c in s) or "/" in s or s.startswith(("http:", "https:", ".", "~")):
-        return False
-    classes = sum([any(c.islower() for c in s), any(c.isupper() for c in s), any(c.isdigit() for c in s)])
-    return classes >= 2 and _entropy(s) >= 3.5 and any(c.isdigit() for c in s)
-
-
+# ---- secrets ---------------------------------------------------------------------------------------
 def _secret_problem(key: str, value: Any) -> str | None:
-    """A message for a secret-looking value under ``key`` (the value itself is never included)."""
+    """A message for a secret under ``key``: a ``*_ENV`` value that is no variable name
+    (:func:`kinject_utils.secrets.check_env_name`), or a value that looks like a key. Never the value."""
+    if key.endswith("_ENV"):
+        try:
+            check_env_name(value, key)
+        except ValueError as exc:
+            return str(exc)
+        return None
     vals = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
-    if key.endswith("_ENV") and isinstance(value, str) and not _ENV_NAME.match(value):
-        return (f"{key} must be the NAME of an environment variable (upper case, like OPENAI_API_KEY), "
-                "not a key. Fix: put the key in your shell (export OPENAI_API_KEY=...) and set "
-                f"{key}: OPENAI_API_KEY. The value was not printed or written anywhere.")
     if any(looks_like_secret(v) for v in vals):
         return (f"{key} holds a value that looks like an API key or token. Secrets never go in a config "
                 "or notebook parameter (papermill writes parameters into the executed notebook). Fix: "

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from kinject_utils import runner
-from kinject_utils.config import ConfigError, looks_like_secret
+from kinject_utils.config import ConfigError
+from kinject_utils.secrets import check_env_name, looks_like_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-proj-Q7f3ZkLm9TxV2bNc8RwYe4HjA1sD"      # never to be echoed or written
@@ -40,7 +41,7 @@ CASES = [
      ["OPENAI_API_KEY_ENV", "NAME of an environment variable"],
      ["export OPENAI_API_KEY=", "OPENAI_API_KEY_ENV: OPENAI"]),
     ("env-name-shaped key in *_ENV", None, [f"02.OPENAI_API_KEY_ENV={SECRET_ENVLIKE}"], None,
-     ["OPENAI_API_KEY_ENV", "looks like an API key"], ["OPENAI_API_KEY_ENV: OPENAI_API_KEY"]),
+     ["OPENAI_API_KEY_ENV", "looks like a key"], ["OPENAI_API_KEY_ENV: OPENAI_API_KEY"]),
     ("key via --set", None, [f"03.FT_SETTINGS={{api: Bearer {SECRET}}}"], None,
      ["FT_SETTINGS", "looks like an API key"], ["export it in your shell"]),
     ("wrong type via --set", None, ["03.EPOCHS=three"], None,
@@ -112,3 +113,26 @@ def test_extends_deep_merges_the_base(tmp_path):
 ])
 def test_looks_like_secret(value, secret):
     assert looks_like_secret(value) is secret
+
+
+@pytest.mark.parametrize("value,is_name", [
+    ("OPENAI_API_KEY", True), ("VLLM_KEY_2", True), (SECRET, False), (SECRET_ENVLIKE, False),
+    ("openai_api_key", False), ("OPENAI-API-KEY", False), ("", False),
+])
+def test_one_env_name_check_guards_the_config_and_the_backend(value, is_name):
+    """A *_ENV value is judged once, by secrets.check_env_name: the runner's config check and the paraphrase
+    backend (a notebook run by hand) accept and refuse the same values, and neither echoes a refused one."""
+    from kinject_utils import paraphrase as P
+    from kinject_utils.config import RunSettings
+
+    assert P.check_env_name is check_env_name
+    attempts = [lambda: RunSettings(notebooks={"02": {"OPENAI_API_KEY_ENV": value}}),
+                lambda: P.OpenAICompatibleBackend("http://127.0.0.1:9/v1", "m", api_key_env=value)]
+    for attempt in attempts:
+        if is_name:
+            attempt()
+            continue
+        with pytest.raises(ValueError) as info:
+            attempt()
+        assert "OPENAI_API_KEY_ENV must hold the NAME of an environment variable" in str(info.value)
+        assert not value or value not in str(info.value)

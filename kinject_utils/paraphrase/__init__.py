@@ -15,14 +15,15 @@ copy, long enough, still holding the answers of the questions citing the documen
 until ``n`` are accepted or ``ceil(n / per_call) + max_retries`` requests were made.
 
 Modules: prompt (the paper's prompt), parse (the one JSON-repair parser), check (the fact check),
-redact (secrets out of everything kept or shown), base / local / openai_compat / generator (the
-backends), budget (the backend per task, requests and expected minutes), cache (the reply cache), run (the
-loop, output files, statistics).
+base / local / openai_compat / generator (the backends), budget (the backend per task, requests and
+expected minutes), cache (the reply cache), run (the loop, output files, statistics).
 
 The API key of an HTTP endpoint is read from the environment variable *named* by
-``api_key_env``; it is never stored on the backend, and every reply, cache entry, error and log
-line is redacted (the key whole or cut, any ``Bearer``/``sk-`` token).
+``api_key_env`` (checked by :func:`kinject_utils.secrets.check_env_name`, re-exported here); it is
+never stored on the backend, and every reply, cache entry, error and log line goes through
+:func:`kinject_utils.secrets.redact` (the key whole or cut, any ``Bearer``/``sk-`` token).
 """
+from ..secrets import check_env_name, redact
 from .base import ChatBackend, ParaphraseBackend, ParaphraseBackendError, Reply
 from .budget import (
                   BACKEND_CHOICES,
@@ -46,7 +47,6 @@ from .local import LocalChatBackend
 from .openai_compat import OpenAICompatibleBackend
 from .parse import parse_paraphrases
 from .prompt import PARAPHRASE_PROMPT, PROMPT_ID, render_prompt
-from .redact import check_env_name, looks_like_secret, redact
 from .run import (
                   STATS_COLUMNS,
                   coverage_table,
@@ -81,7 +81,6 @@ __all__ = [
                   "coverage_table",
                   "fact_recall",
                   "fact_recall_curve",
-                  "looks_like_secret",
                   "make_backend",
                   "normalise",
                   "paraphrase_task",

@@ -5,10 +5,10 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
+from ..secrets import redact
 from ..tasks import Document
 from .parse import parse_paraphrases
 from .prompt import render_prompt
-from .redact import redact
 
 __all__ = ["ChatBackend", "ParaphraseBackend", "ParaphraseBackendError", "Reply"]
 

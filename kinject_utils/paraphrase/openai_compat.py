@@ -9,7 +9,7 @@ bound the wait, notebook 02's ``REQUEST_TIMEOUT_S`` and ``REQUEST_RETRIES``.
 
 The API key is read from the environment variable NAMED by ``api_key_env`` when the client is
 made; it is never kept on the object, and everything this module returns, raises or logs goes
-through :func:`kinject_utils.paraphrase.redact.redact` (the key whole or cut, any ``Bearer`` or
+through :func:`kinject_utils.secrets.redact` (the key whole or cut, any ``Bearer`` or
 ``sk-`` token), because servers and proxies echo requests back.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import time
 from typing import Any
 
 from ..log import get_logger
+from ..secrets import RedactingFilter, check_env_name, redact
 from .base import ChatBackend, ParaphraseBackendError
-from .redact import RedactingFilter, check_env_name, redact
 
 __all__ = ["INSTALL_HINT", "OpenAICompatibleBackend"]
 
