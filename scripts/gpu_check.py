@@ -6,7 +6,8 @@ it as safetensors with a tokenizer made on the fly, then runs kinject's own code
 
 * QLoRA training: ``models.load_causal_lm`` (nf4) through ``finetune.train_adapter`` with the
   ``paper_qlora`` preset (r=64, paged AdamW, gradient checkpointing) at several micro-batches:
-  peak memory (``torch.cuda.max_memory_allocated``; on a CPU the process's peak RSS) and tokens/s.
+  peak memory (notebook 05's ``study.costs.CellMeter``: ``torch.cuda.max_memory_allocated``; on a
+  CPU the process's peak RSS so far) and tokens/s.
 * Scoring: ``scoring.score_questions`` against lm-evaluation-harness ``HFLM.loglikelihood`` on the
   same requests, at two batch sizes, letter style 5-shot and cloze with a 3 x 200-word context:
   seconds, speed-up, identical predictions, largest log-likelihood difference.
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -101,50 +101,28 @@ def texts(vocab_size: int, n_docs: int, words_per_doc: int = 300, seed: int = 0)
     return [" ".join(rng.choice(w) for _ in range(words_per_doc)) for _ in range(n_docs)]
 
 
-class Peak:
-    """Peak memory of a block: CUDA allocated (reset on entry) or the process's peak RSS."""
-
-    def __init__(self, device: str) -> None:
-        import torch
-
-        self.cuda = device.startswith("cuda") and torch.cuda.is_available()
-
-    def __enter__(self) -> "Peak":
-        if self.cuda:
-            import torch
-
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            import torch
-
-            self.gib, self.source = torch.cuda.max_memory_allocated() / 2**30, "cuda max_memory_allocated"
-        else:
-            self.gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-            self.source = "ru_maxrss (process peak)"
-
-
 def check_qlora(folder: Path, device: str, micro_batches: list[int], steps: int, vocab: int, work: Path) -> list[dict]:
     """``train_adapter`` with the paper_qlora preset at each micro-batch, for ``steps`` optimiser steps."""
     from kinject_utils.finetune import preset, train_adapter
     from kinject_utils.finetune.memory import release_memory
+    from kinject_utils.study.costs import CellMeter
 
     docs = texts(vocab, n_docs=max(micro_batches) * steps + 8)
+    meter = CellMeter(device)  # notebook 05's meter: CUDA allocator peak, or the process's peak RSS on a CPU
     rows = []
     for mb in micro_batches:
         cfg = preset("paper_qlora", micro_batch=mb, grad_accum=1, batch=0, budget="steps", max_steps=steps,
                      device=device, checkpoint_every=10**6)
-        with Peak(device) as peak:
-            res = train_adapter(str(folder), docs, cfg, work / f"qlora-mb{mb}", progress=False)
+        meter.start()
+        res = train_adapter(str(folder), docs, cfg, work / f"qlora-mb{mb}", progress=False)
+        peak = meter.stop()
         rows.append({"micro_batch": mb, "steps": res.steps, "tokens": res.tokens,
-                     "tokens_per_s": round(res.tokens_per_s, 1), "peak_mem_gib": round(peak.gib, 2),
-                     "mem_source": peak.source, "final_loss": res.final_loss})
+                     "tokens_per_s": round(res.tokens_per_s, 1), "peak_mem_gib": round(peak["peak_mem_mb"] / 1024, 2),
+                     "mem_source": peak["mem_source"], "final_loss": res.final_loss})
         release_memory()
-        print(f"qlora micro-batch {mb:>3}: {rows[-1]['tokens_per_s']:>9,.1f} tok/s, peak {peak.gib:.2f} GiB "
-              f"({peak.source}), loss {res.final_loss:.3f}", flush=True)
+        r = rows[-1]
+        print(f"qlora micro-batch {mb:>3}: {r['tokens_per_s']:>9,.1f} tok/s, peak {r['peak_mem_gib']:.2f} GiB "
+              f"({r['mem_source']}), loss {res.final_loss:.3f}", flush=True)
     return rows
 
 

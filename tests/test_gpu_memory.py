@@ -139,3 +139,56 @@ def test_adapters_swapped_on_one_base_score_as_fresh_loads(tmp_path, method):
     switch = ft.AdapterSwitch(device="cpu", dtype=dt)
     for d in [None, dirs[0], dirs[1], None, dirs[0]]:
         assert scores(*switch.load(tiny, d, quantization=quant)) == fresh[d], d
+
+
+# ------------------------------------------------------------------ the cell meter (notebook 05, gpu_check)
+def _touch(mib):
+    """``mib`` MiB of fresh resident memory: an anonymous mmap with every page written (a bytearray may reuse
+    pages the process already holds, and then the resident size does not grow)."""
+    import mmap
+
+    block = mmap.mmap(-1, mib * 2**20)
+    for off in range(0, mib * 2**20, mmap.PAGESIZE):
+        block[off] = 1
+    return block
+
+
+def _rss_mb():
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads VmRSS from /proc")
+def test_cell_meter_on_a_cpu_reports_the_process_peak_so_far():
+    import time
+
+    from kinject_utils.study import CellMeter
+
+    m = CellMeter("cpu")
+    m.start()
+    block = _touch(64)
+    held = _rss_mb()  # resident while the cell held its 64 MiB
+    time.sleep(0.05)
+    block.close()
+    during = m.stop()  # stopped after the block was given back: a peak, not the resident size now
+    assert during["wall_s"] >= 0.05 and during["mem_source"].startswith("ru_maxrss")
+    assert during["peak_mem_mb"] >= held - 1  # MiB, not KiB or bytes; 1 MiB: the two reads' rounding
+    m.start()
+    later = m.stop()  # a small cell after it reports the process's peak so far, never less
+    assert later["peak_mem_mb"] >= during["peak_mem_mb"] and later["wall_s"] < during["wall_s"]
+
+
+def test_cell_meter_on_cuda_resets_at_start_and_reads_the_allocator_peak_of_its_device(monkeypatch):
+    from kinject_utils.study import costs
+
+    calls = []
+    monkeypatch.setattr(costs, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append(("sync", d)))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append(("reset", d)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: calls.append(("peak", d)) or 3 * 2**30)
+    m = costs.CellMeter("cuda:1")
+    m.start()
+    assert calls == [("sync", "cuda:1"), ("reset", "cuda:1")]
+    out = m.stop()
+    assert calls[2:] == [("sync", "cuda:1"), ("peak", "cuda:1")]
+    assert out["peak_mem_mb"] == 3072.0 and out["mem_source"].startswith("cuda")
+    assert not costs.CellMeter("cpu").cuda  # a CPU run never touches the CUDA counters

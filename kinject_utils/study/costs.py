@@ -6,18 +6,16 @@ Training tokens and training wall time come from the adapter index (notebook 03)
 index size from notebook 04's folder. :func:`write_costs` writes them as ``05_costs.csv``
 (``layout.costs_csv``); :func:`cost_by_method` sums them per Table 2 method.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (reset per cell). On a Linux CPU the
-process's resident high-water mark (``VmHWM``), reset per cell through ``/proc/self/clear_refs``
-where the kernel honours it (checked: after the reset the mark must be back near the resident size;
-some sandboxed kernels accept the write and keep the old mark). Where it is not honoured, a thread
-samples the resident size (``VmRSS``) every 10 ms during the cell. Without ``/proc`` (macOS,
-Windows), ``getrusage``: the process peak so far. ``mem_source`` says which.
+Peak memory (:class:`CellMeter`, one meter for both devices): on CUDA the allocator's peak since the
+cell started (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``); on a CPU the
+process's resident high-water mark (``getrusage``'s ``ru_maxrss``), which the kernel never lowers, so
+a cell's figure is the notebook process's peak *so far* and the largest cell's figure is the
+notebook's peak. ``mem_source`` says which.
 """
 from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -34,94 +32,51 @@ COST_COLUMNS = ["model", "task", "method", "variant", "n_paraphrases", "budget",
                 "train_wall_s", "index_passages", "index_bytes"]
 
 
-def _status_mb(key: str) -> float | None:
-    """One ``/proc/self/status`` field in MiB (``VmHWM``, ``VmRSS``); None without ``/proc``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    """Reset the resident high-water mark; True only if the kernel really did (checked, not assumed)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # "5": reset VmHWM (Linux >= 4.0)
-    except OSError:
-        return False
-    hwm, rss = _status_mb("VmHWM"), _status_mb("VmRSS")
-    return hwm is not None and rss is not None and hwm <= rss + 8  # 8 MiB: allocations between the two reads
-
-
-class _RssSampler(threading.Thread):
-    """Highest ``VmRSS`` seen, sampled every ``every_s`` until :meth:`finish` (shorter peaks can be missed)."""
-
-    def __init__(self, every_s: float = 0.01) -> None:
-        super().__init__(daemon=True)
-        self.every_s = every_s
-        self.peak = _status_mb("VmRSS") or 0.0
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(self.every_s):
-            self.peak = max(self.peak, _status_mb("VmRSS") or 0.0)
-
-    def finish(self) -> float:
-        self._done.set()
-        self.join()
-        return max(self.peak, _status_mb("VmRSS") or 0.0)
-
-
 class CellMeter:
-    """Wall time and peak memory of one cell (``start`` then ``stop``), on the run's device."""
+    """Wall time and peak memory of one cell on the run's device: ``start()``, then ``stop()`` (any number of
+    times: each gives the figures since ``start``).
+
+    On CUDA, the peak of memory allocated on ``device`` since ``start`` (MiB). On a CPU, ``ru_maxrss``:
+    the whole process's peak resident memory so far, a high-water mark per process that is never reset,
+    so a cell run after a larger one reports the larger one's peak (``mem_source`` says so).
+
+    Example:
+        >>> m = CellMeter("cpu"); m.start(); out = m.stop()
+        >>> sorted(out), out["mem_source"]
+        (['mem_source', 'peak_mem_mb', 'wall_s'], 'ru_maxrss (process peak so far)')
+    """
 
     def __init__(self, device: str = "cpu") -> None:
-        self.cuda = str(device).startswith("cuda") and cuda_available()
+        self.device = str(device)
+        self.cuda = self.device.startswith("cuda") and cuda_available()
         self.t0 = 0.0
-        self.source = ""
-        self._sampler: _RssSampler | None = None
 
     def start(self) -> None:
         if self.cuda:
             import torch
 
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.source = "cuda max_memory_allocated"
-        elif _reset_hwm():
-            self.source = "VmHWM (reset per cell)"
-        elif _status_mb("VmRSS") is not None:
-            self._sampler = _RssSampler()
-            self._sampler.start()
-            self.source = "VmRSS (sampled every 10 ms)"
-        else:
-            self.source = "ru_maxrss (process peak so far)"
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.t0 = time.perf_counter()
 
     def stop(self) -> dict[str, Any]:
         if self.cuda:
             import torch
 
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() / 2**20
-        elif self._sampler is not None:
-            peak, self._sampler = self._sampler.finish(), None
-        elif self.source.startswith("VmHWM"):
-            peak = _status_mb("VmHWM") or float("nan")
+            torch.cuda.synchronize(self.device)
+            peak, source = torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda max_memory_allocated"
         else:
-            peak, self.source = _process_peak_mb()
-        return {"wall_s": time.perf_counter() - self.t0, "peak_mem_mb": round(peak, 1), "mem_source": self.source}
+            peak, source = _process_peak_mb()
+        return {"wall_s": time.perf_counter() - self.t0, "peak_mem_mb": round(peak, 1), "mem_source": source}
 
 
 def _process_peak_mb() -> tuple[float, str]:
-    """The process's peak resident memory so far (``getrusage``; NaN where it does not exist)."""
+    """The process's peak resident memory so far in MiB (``getrusage``; NaN where it does not exist)."""
     try:
         import resource  # Unix only: imported here so the package still imports on Windows
     except ImportError:
         return float("nan"), "unavailable on this platform"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "ru_maxrss (process peak so far)"
 
 
@@ -132,9 +87,12 @@ def scored_tokens(row: Mapping[str, Any]) -> int:
 
 
 def _index_size(results_dir: Path, task: str, memo: dict) -> tuple[Any, Any]:
+    """(passages, bytes on disk) of notebook 04's index for ``task``; ``("", "")`` without one."""
+    from ..retrieval.files import MANIFEST
+
     if task not in memo:
         d = layout.retrieval_dir(results_dir, task)
-        man = d / "manifest.json"
+        man = d / MANIFEST
         if not man.exists():
             memo[task] = ("", "")
         else:
