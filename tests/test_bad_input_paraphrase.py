@@ -201,7 +201,7 @@ BAD = [  # (id, call, words naming the problem, words naming the fix)
     ("passage too short", lambda t, m: RetrievalConfig(passage_words=5), ["passage_words=5"], ["use >= 10"]),
     ("no retrieval yet", lambda t, m: load_contexts(t, toy_task(), 1, None, 100), ["no retrieval results", "toy"],
      ["run notebook 04"]),
-    ("corpus path missing", lambda t, m: load_documents(t / "nope", strict=False), ["nope not found"],
+    ("corpus path missing", lambda t, m: load_documents(t / "nope"), ["nope not found"],
      ["put .txt, .md or .jsonl files there"]),
 ]
 

@@ -122,17 +122,8 @@ def test_custom_task_reads_txt_md_jsonl_and_warns_on_bad_files(tmp_path):
         data.load_custom_task(d, q)
 
 
-def test_tolerant_reading_keeps_what_it_can(tmp_path):
-    """``strict=False`` (retrieval's corpus reading): duplicates and bad rows skipped, bad bytes repaired."""
+def test_a_bad_documents_row_is_an_error_naming_file_and_line(tmp_path):
     kb = tmp_path / "kb.jsonl"
-    kb.write_bytes(b'{"doc_id": "a", "text": "Alpha"}\n\nnot json\n{"doc_id": "a", "text": "again"}\n'
-                   b'{"doc_id": "b", "text": "caf\xe9 ok"}\n')
-    with kinject_log() as rec:
-        docs = data.load_documents(kb, strict=False)
-    assert [d.doc_id for d in docs] == ["a", "b"] and "\ufffd" in docs[1].text
-    msgs = text(rec)
-    assert "kb.jsonl, line 3: not valid JSON" in msgs and "duplicate document id 'a'" in msgs
-    assert "kb.jsonl, line 5: not valid UTF-8" in msgs
     kb.write_bytes(b'{"doc_id": "a", "text": "Alpha"}\n\nnot json\n')
     with pytest.raises(TaskFormatError, match=r"kb.jsonl, line 3: not valid JSON"):
-        data.load_documents(kb)  # strict (bring your own): a bad row is an error
+        data.load_documents(kb)

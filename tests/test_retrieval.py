@@ -5,7 +5,6 @@ MiniLM and run the notebook twice (cold, then warm from the cache).
 """
 import csv
 import hashlib
-import json
 import logging
 import math
 import re
@@ -16,7 +15,6 @@ import numpy as np
 import pytest
 from logcap import kinject_log, text
 
-from kinject_utils.data import load_documents
 from kinject_utils.io import read_jsonl
 from kinject_utils.retrieval import (
     BM25,
@@ -29,7 +27,6 @@ from kinject_utils.retrieval import (
     embed_texts,
     has_retrieval,
     load_contexts,
-    load_task_tolerant,
     recall_at_k,
     recall_table,
     retrieve_task,
@@ -149,53 +146,18 @@ def test_split_passages_warns_on_empty_and_duplicate_and_keeps_the_rest(logged):
     assert [p.text for p in ps] == ["Alpha text."]
 
 
-def test_corpus_folder_read_tolerantly_skips_or_repairs_bad_documents(tmp_path, logged):
-    """Retrieval's reading of a folder (``load_documents(strict=False)``): warned, skipped or repaired."""
-    (tmp_path / "good.md").write_text("A fine document. It has two sentences.", encoding="utf-8")
-    (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
-    (tmp_path / "latin1.txt").write_bytes("Caf\xe9 au lait is served in Osk.".encode("latin-1"))
-    (tmp_path / "good.txt").write_text("Same id as good.md, read second (sorted paths).", encoding="utf-8")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "deep.md").write_text("# Deep heading\n\nNested file.", encoding="utf-8")
-    docs = load_documents(tmp_path, strict=False)
-    msgs = text(logged)
-    assert "empty.txt: empty document; skipped" in msgs
-    assert "duplicate document id 'good' in " + str(tmp_path / "good.txt") in msgs and "good.md" in msgs
-    assert "latin1.txt, line 1: not valid UTF-8 (first bad byte at offset 3)" in msgs
-    by_id = {d.doc_id: d for d in docs}
-    assert sorted(by_id) == ["good", "latin1", "sub/deep"]
-    assert by_id["good"].text.startswith("A fine") and "\ufffd" in by_id["latin1"].text
-    assert by_id["latin1"].text.endswith("served in Osk.")
-    assert by_id["sub/deep"].title == "Deep heading" and by_id["good"].title == "good"  # .md: first heading
+def test_a_broken_task_folder_stops_retrieval_naming_the_file_and_line(tmp_path):
+    """Notebook 04 reads the task notebook 01 wrote and validated with the one reader, tasks.load_task:
+    a kb.jsonl broken since then is an error naming it, not a partial index."""
+    from kinject_utils.tasks import TaskFormatError
 
-
-def test_load_task_tolerant_indexes_what_it_can_of_a_bad_kb(tmp_path, logged):
     folder = task_dir(tmp_path, "toy")
     save_task(small_task(), folder)
-    lines = [json.dumps({"doc_id": "a", "title": "A", "text": "First."}).encode(),
-             json.dumps({"doc_id": "b", "text": ""}).encode(),
-             json.dumps({"doc_id": "a", "text": "Dup."}).encode(),
-             b'{"doc_id": "c", "text": "bad \xff byte"}',
-             b"{not json",
-             json.dumps({"text": "no id"}).encode(),
-             json.dumps(["not", "an", "object"]).encode(),
-             json.dumps({"doc_id": "d", "text": "Last."}).encode()]
-    (folder / "kb.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    task = load_task_tolerant(folder)
-    msgs = text(logged)
-    for needle in ("toy: load_task refused the task", "kb.jsonl, line 2: empty text of document 'b'",
-                   "duplicate document id 'a' in " + str(folder / "kb.jsonl") + ", line 3",
-                   "kb.jsonl, line 4: not valid UTF-8", "kb.jsonl, line 5: not valid JSON",
-                   "kb.jsonl, line 7: each row needs a string 'text'"):
-        assert needle in msgs, needle
-    assert [d.doc_id for d in task.docs] == ["a", "c", "kb/6", "d"], "a row without doc_id is kb/<line>"
-    assert task.docs[0].title == "A" and "\ufffd" in task.docs[1].text and len(task.questions) == 6
-    (folder / "kb.jsonl").write_bytes(b"{not json\n" + json.dumps({"doc_id": "e", "text": " "}).encode() + b"\n")
-    empty = load_task_tolerant(folder)  # nothing usable: no documents, so retrieval skips the task
-    assert empty.docs == [] and "no usable documents" in text(logged)
-    assert retrieve_task(empty, RetrievalConfig(retriever="bm25", compare=False), tmp_path).skipped
-    with pytest.raises(FileNotFoundError, match="not found"):
-        load_documents(tmp_path / "missing", strict=False)
+    with open(folder / "kb.jsonl", "a", encoding="utf-8") as fh:
+        fh.write("{not json\n")
+    with pytest.raises(TaskFormatError, match=r"kb.jsonl, line \d+"):
+        run_retrieval(tmp_path, ["toy"], RetrievalConfig(retriever="bm25", compare=False, k_max=2))
+    assert not (tmp_path / "04_retrieval" / "toy" / "retrieved.jsonl").exists()
 
 
 # ------------------------------------------------------------------------------------ BM25, RRF, FAISS
@@ -355,24 +317,6 @@ def test_run_retrieval_skips_missing_and_kb_less_tasks(tmp_path, logged):
         rows = list(csv.DictReader(fh))
     assert [r["task"] for r in rows] == ["other_task", "fictional_news"], "only the last run's row per task"
     assert "fictional_news  1  " in recall_table(run.recall_rows)
-
-
-def test_run_retrieval_indexes_the_rest_of_a_bad_kb(tmp_path, logged):
-    folder = task_dir(tmp_path, "fictional_news")
-    save_task(small_task("fictional_news"), folder)
-    kb = (folder / "kb.jsonl").read_bytes().splitlines()
-    kb[1] = kb[1].replace(b"Pella", b"P\xe9lla")                   # football: latin-1 byte
-    kb.append(json.dumps({"doc_id": "bakery", "title": "", "text": "Dup."}).encode())  # duplicate id
-    kb.append(json.dumps({"doc_id": "blank", "title": "", "text": " "}).encode())     # empty
-    (folder / "kb.jsonl").write_bytes(b"\n".join(kb) + b"\n")
-    run = run_retrieval(tmp_path, ["fictional_news"], RetrievalConfig(retriever="bm25", compare=False))
-    msgs = text(logged)
-    assert "kb.jsonl, line 2: not valid UTF-8" in msgs and "duplicate document id 'bakery'" in msgs
-    assert "empty text of document 'blank'" in msgs
-    assert "load_task refused the task" in msgs
-    ids = [p["doc_id"] for p in read_jsonl(tmp_path / "04_retrieval" / "fictional_news" / "passages.jsonl")]
-    assert ids == list(TOPICS) and not run.skipped
-    assert {r["k"]: r["hit_rate"] for r in run.recall_rows}[1] == 1.0
 
 
 # ------------------------------------------------------------------------------------ contexts

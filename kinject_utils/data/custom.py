@@ -1,8 +1,7 @@
 """Bring your own: the one folder-of-documents reader, a questions file, and the task they make.
 
 :func:`load_documents` is the only reader of raw documents in the package (notebook 01's
-``CUSTOM_DOCS_DIR`` and ``MMLU_KB``, and notebook 04's tolerant corpus reading through
-:func:`kinject_utils.retrieval.load_task_tolerant`). Its id rule:
+``CUSTOM_DOCS_DIR`` and ``MMLU_KB``). Its id rule:
 
 - a ``.txt`` / ``.md`` file is one document; its id is the file's path relative to the folder,
   with ``/`` separators and without the suffix (``notes/mars.md`` -> ``notes/mars``); its title is
@@ -42,7 +41,7 @@ def _looks_binary(raw: bytes) -> bool:
     return bool(head) and ctrl > 0.1 * len(head)
 
 
-def _decode(raw: bytes, path: Path, strict: bool) -> str | None:
+def _decode(raw: bytes, path: Path) -> str | None:
     """The text of a document file, or None (skipped, with a warning naming the file and the fix)."""
     if _looks_binary(raw):
         _log.warning("%s: skipped, looks binary (NUL or control bytes), not text. Fix: convert it to UTF-8 "
@@ -53,18 +52,13 @@ def _decode(raw: bytes, path: Path, strict: bool) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        if strict:
-            _log.warning("%s, line %d: skipped, not UTF-8 (%s at byte %d). Fix: re-save it as UTF-8 to "
-                         "include it.", path, line, exc.reason, exc.start)
-            return None
-        _log.warning("%s, line %d: not valid UTF-8 (first bad byte at offset %d); undecodable bytes were "
-                     "replaced with U+FFFD and the rest is kept. Fix: re-save the file as UTF-8.",
-                     path, line, exc.start)
-        return raw.decode("utf-8", errors="replace")
+        _log.warning("%s, line %d: skipped, not UTF-8 (%s at byte %d). Fix: re-save it as UTF-8 to "
+                     "include it.", path, line, exc.reason, exc.start)
+        return None
 
 
-def _jsonl_docs(path: Path, text: str, file_id: str, strict: bool) -> list[tuple[Document, str]]:
-    """Rows of a documents JSONL file as (document, where); bad rows raise (strict) or are skipped."""
+def _jsonl_docs(path: Path, text: str, file_id: str) -> list[tuple[Document, str]]:
+    """Rows of a documents JSONL file as (document, where); a bad row raises, naming file and line."""
     import json
 
     out: list[tuple[Document, str]] = []
@@ -82,10 +76,7 @@ def _jsonl_docs(path: Path, text: str, file_id: str, strict: bool) -> list[tuple
                        f"{where}: each row needs a string 'text' (and optionally 'doc_id', 'title'). "
                        "Fix or delete that line.")
         if problem:
-            if strict:
-                raise TaskFormatError(problem)
-            _log.warning("%s Line skipped.", problem)
-            continue
+            raise TaskFormatError(problem)
         doc_id = str(row["doc_id"]) if row.get("doc_id") else f"{file_id}/{i}"
         if not row["text"].strip():
             _log.warning("%s: empty text of document %r; skipped. Fix: add its text or delete the line.",
@@ -101,20 +92,19 @@ def _jsonl_docs(path: Path, text: str, file_id: str, strict: bool) -> list[tuple
     return out
 
 
-def load_documents(docs_dir: str | Path, *, strict: bool = True) -> list[Document]:
+def load_documents(docs_dir: str | Path) -> list[Document]:
     """Documents from a folder (recursively) or one ``.jsonl`` file; ids as in the module doc.
 
     Args:
         docs_dir: a folder of ``.txt``/``.md``/``.jsonl`` files, or a ``.jsonl`` file.
-        strict: bring-your-own (True): a duplicate id or a malformed JSONL row is an error, a
-            file that is not UTF-8 is skipped. Indexing what it can (False, for retrieval): a
-            duplicate id keeps the first, a malformed row is skipped, bad bytes become U+FFFD.
-            Both warn for every file or row they skip or repair.
+
+    A file that is not UTF-8 text, an empty document and a file of another kind are skipped with a
+    warning naming the file and the fix.
 
     Raises:
         FileNotFoundError: the folder or file does not exist.
-        TaskFormatError: (strict) duplicate ids naming both sources, a bad JSONL row (file and
-            line); always: no usable document at all.
+        TaskFormatError: duplicate ids (naming both sources), a bad JSONL row (file and line), or
+            no usable document at all.
     """
     root = resolve_path(docs_dir)
     if not root.exists():
@@ -134,12 +124,12 @@ def load_documents(docs_dir: str | Path, *, strict: bool = True) -> list[Documen
             _log.warning("%s: skipped, only %s files are read. Fix: convert it to text first (e.g. pdftotext "
                          "for a PDF) and save it as .txt.", path, "/".join(DOC_SUFFIXES))
             continue
-        text = _decode(path.read_bytes(), path, strict)
+        text = _decode(path.read_bytes(), path)
         if text is None:
             continue
         file_id = path.relative_to(base).with_suffix("").as_posix()
         if suffix == ".jsonl":
-            found = _jsonl_docs(path, text, file_id, strict)
+            found = _jsonl_docs(path, text, file_id)
         elif not text.strip():
             _log.warning("%s: empty document; skipped.", path)
             continue
@@ -149,11 +139,8 @@ def load_documents(docs_dir: str | Path, *, strict: bool = True) -> list[Documen
             found = [(Document(doc_id=file_id, title=heading or path.stem, text=text.strip()), str(path))]
         for doc, where in found:
             if doc.doc_id in origin:
-                msg = (f"duplicate document id {doc.doc_id!r} in {where} (first seen in {origin[doc.doc_id]})")
-                if strict:
-                    raise TaskFormatError(f"{msg}; rename one of them")
-                _log.warning("%s; kept the first, skipped this one. Fix: give every document a unique id.", msg)
-                continue
+                raise TaskFormatError(f"duplicate document id {doc.doc_id!r} in {where} (first seen in "
+                                      f"{origin[doc.doc_id]}); rename one of them")
             if len(doc.text) > LARGE_DOC_CHARS:
                 _log.warning("%s: a very large document (%.1f MB of text, about %d k tokens): fine-tuning and "
                              "indexing it take long. Fix: split it or check it is the file you meant.",

@@ -5,7 +5,7 @@ chunks by dot product (K grid-searched over 0..5) and prepends them to the quest
 This package does that, and measures it, one concern per module:
 
     config      RetrievalConfig (notebook 04's settings, validated)
-    corpus      split_passages, load_task_tolerant (raw documents: data.load_documents, strict=False)
+    corpus      split_passages (documents -> passages on sentence boundaries)
     embeddings  LazyEmbedder, EmbeddingCache (a warm run embeds nothing and never loads the embedder)
     search      build_index (FAISS flat/hnsw/ivf), BM25, rrf_fuse
     recall      recall_at_k
@@ -17,7 +17,7 @@ Heavy imports (torch, sentence-transformers) happen only when something must be 
 """
 from .config import INDEXES, RETRIEVERS, RetrievalConfig
 from .context import SEPARATOR, ContextResult, build_context, load_contexts
-from .corpus import Passage, load_task_tolerant, split_passages
+from .corpus import Passage, split_passages
 from .embeddings import EmbeddingCache, EmbedStats, LazyEmbedder, embed_texts
 from .files import has_retrieval, retrieval_dir
 from .recall import recall_at_k
@@ -50,7 +50,6 @@ __all__ = [
     "embed_texts",
     "has_retrieval",
     "load_contexts",
-    "load_task_tolerant",
     "recall_at_k",
     "recall_table",
     "retrieval_dir",

@@ -15,8 +15,7 @@ import numpy as np
 from .. import layout
 from ..io import read_json, read_jsonl
 from ..log import get_logger
-from ..tasks import Task
-from .corpus import load_task_tolerant
+from ..tasks import Task, load_task
 from .files import MANIFEST, PASSAGES, RETRIEVED, has_retrieval, kb_hash, retrieval_dir
 
 __all__ = ["SEPARATOR", "ContextResult", "build_context", "load_contexts"]
@@ -144,7 +143,7 @@ def load_contexts(results_dir: str | Path, task: Task | str, k: int, tokenizer: 
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be an integer >= 0, got {k!r}")
     if isinstance(task, str):
-        task = load_task_tolerant(layout.task_dir(results_dir, task))
+        task = load_task(layout.task_dir(results_dir, task))
     d = retrieval_dir(results_dir, task.name)
     if not has_retrieval(results_dir, task.name):
         raise FileNotFoundError(f"no retrieval results for task {task.name!r} in {d}; run notebook 04 "

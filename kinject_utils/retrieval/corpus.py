@@ -1,25 +1,17 @@
-"""The knowledge base as retrieval sees it: tolerant reading and splitting into passages.
+"""The knowledge base as retrieval sees it: documents split into passages of at most N words.
 
-    split_passages     documents -> passages of at most N words, cut on sentence boundaries
-    load_task_tolerant tasks.load_task, except that a bad knowledge base is indexed document by document
-
-Raw documents are read by the package's one reader, :func:`kinject_utils.data.load_documents`
-(``strict=False`` here: a bad document is skipped or repaired with a warning on the ``kinject``
-logger, the rest is indexed).
+The documents come from the task folder notebook 01 wrote and validated (:func:`kinject_utils.tasks.load_task`).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
-from ..data.custom import load_documents
-from ..io import read_json, read_jsonl
 from ..log import get_logger
-from ..tasks import Document, Question, Task, TaskFormatError, load_task
+from ..tasks import Document
 
-__all__ = ["Passage", "load_task_tolerant", "split_passages"]
+__all__ = ["Passage", "split_passages"]
 
 log = get_logger("retrieval")
 
@@ -96,40 +88,3 @@ def split_passages(docs: Iterable[Document], passage_words: int = 150,
             out.append(Passage(f"{d.doc_id}#{n}", d.doc_id, f"{title}\n{chunk}" if title else chunk))
     return out
 
-
-
-def load_task_tolerant(folder: str | Path) -> Task:
-    """``tasks.load_task``, except that a bad knowledge base is read document by document.
-
-    ``load_task`` refuses a kb.jsonl with a duplicate doc_id, bad bytes or a malformed row. For
-    retrieval that is one bad document, not a reason to index nothing: kb.jsonl is then read with
-    ``load_documents(kb, strict=False)`` (a duplicate id keeps the first, a malformed row or empty
-    document is skipped, bad bytes become U+FFFD, a row without doc_id gets ``kb/<line>``; each is
-    named in a warning on the ``kinject`` logger) and the questions are loaded as usual (a bad
-    question still raises). A kb.jsonl with no usable document at all gives a task without
-    documents, which retrieval skips.
-    """
-    folder = Path(folder)
-    try:
-        return load_task(folder)
-    except ValueError as exc:  # TaskFormatError, and UnicodeDecodeError (a ValueError too)
-        problem = str(exc).splitlines()[0][:300]
-    questions = []
-    fields = {f.name for f in dataclasses.fields(Question)}
-    for i, row in enumerate(read_jsonl(folder / "questions.jsonl"), 1):  # a bad question raises
-        try:
-            questions.append(Question(**{k: v for k, v in row.items() if k in fields}))
-        except (TypeError, ValueError) as exc:
-            raise TaskFormatError(f"{folder / 'questions.jsonl'}, line {i}: {exc}") from None
-    # the questions are fine, so the knowledge base (or an optional file retrieval does not read) is not
-    log.warning(f"{folder.name}: load_task refused the task ({problem}); indexing the documents of "
-                "kb.jsonl that can be read, with a warning for each one that cannot")
-    kb = folder / "kb.jsonl"
-    docs: list[Document] = []
-    if kb.exists():
-        try:
-            docs = load_documents(kb, strict=False)
-        except TaskFormatError as exc:  # not one usable document: the task is skipped, with the reason
-            log.warning(str(exc))
-    meta = read_json(folder / "task.json") if (folder / "task.json").exists() else {}
-    return Task(name=meta.get("name", folder.name), questions=questions, docs=docs, meta=meta)

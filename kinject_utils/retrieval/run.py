@@ -24,9 +24,9 @@ import numpy as np
 from .. import layout
 from ..io import content_hash, write_csv, write_json, write_jsonl
 from ..log import get_logger
-from ..tasks import Task, require_built
+from ..tasks import Task, load_task, require_built
 from .config import RETRIEVERS, RetrievalConfig
-from .corpus import Passage, load_task_tolerant, split_passages
+from .corpus import Passage, split_passages
 from .embeddings import EmbeddingCache, EmbedStats, LazyEmbedder, embed_texts
 from .files import MANIFEST, PASSAGES, RETRIEVED, kb_hash, retrieval_dir
 from .recall import recall_at_k
@@ -218,7 +218,7 @@ def run_retrieval(results_dir: str | Path, tasks: Sequence[str], cfg: RetrievalC
             skipped[name] = f"no task folder {folder}; run notebook 01 first"
             log.warning(f"{name}: SKIPPED - {skipped[name]}")
             continue
-        r = retrieve_task(load_task_tolerant(folder), cfg, results_dir, embedder)
+        r = retrieve_task(load_task(folder), cfg, results_dir, embedder)
         if r.skipped:
             skipped[name] = r.skipped
             log.warning(f"{name}: SKIPPED - {r.skipped}")
