@@ -78,10 +78,9 @@ def test_distractors_are_of_the_same_kind(default_world):
     w = default_world
     pools = {"who": set(w.people), "org": set(w.orgs), "where": set(w.places), "commentator": set(w.people),
              "commentator_org": set(w.orgs), "neighbour": set(w.places)}
-    from kinject_utils.data.news_templates import _ADJS, _MONTHS
+    from kinject_utils.data.news_templates import ADJS, EVENT_TYPES, MONTHS
     outcomes = {e.type_key: set() for e in w.events}
-    from kinject_utils.data import _EVENT_TYPES
-    for t in _EVENT_TYPES:
+    for t in EVENT_TYPES:
         outcomes[t["key"]] = set(t["outcome"]["values"])
     events = {e.doc_id: e for e in w.events}
     date = re.compile(r"\d{1,2} (January|February|March|April|May|June|July|August|September|October|November|"
@@ -95,9 +94,9 @@ def test_distractors_are_of_the_same_kind(default_world):
         elif q.kind == "when":
             assert all(date.fullmatch(c) for c in q.choices), q.choices
         elif q.kind == "verdict":
-            assert set(q.choices) <= set(_ADJS), q.id
+            assert set(q.choices) <= set(ADJS), q.id
         elif q.kind == "next_update":
-            assert set(q.choices) <= set(_MONTHS), q.id
+            assert set(q.choices) <= set(MONTHS), q.id
         else:
             shape = re.sub(r"[\d,.]+", "N", q.answer_text)
             assert all(re.sub(r"[\d,.]+", "N", c) == shape for c in q.choices), q.choices

@@ -12,8 +12,8 @@ from kinject_utils.data import fk_judge
 # --------------------------------------------------------------------------- set building
 
 
-def _probe(i: int, target: str, question: str) -> fk._Probe:
-    return fk._Probe(f"{i}/hard/0", i, target, "by", set(), "", (question,))
+def _probe(i: int, target: str, question: str) -> fk.Probe:
+    return fk.Probe(f"{i}/hard/0", i, target, "by", set(), "", (question,))
 
 
 def _favourite_table(probes, easy):
@@ -41,7 +41,7 @@ def test_judged_sets_keep_the_accepts_rules():
     # probes of one passage never share a set, and an answer inside another never joins it
     probes = [_probe(i % 4, t, f"Question {i}?") for i, t in enumerate(
         ["Ada Byrne", "Cai Drury", "Eli Frost", "Gus Hardy", "Ada Byrne Jr", "Dov Ernst", "Fay Grant", "Hal Irwin"])]
-    probes = [fk._Probe(f"{k}/hard/0", p.entry, p.target, p.slot, set(), "", p.questions) for k, p in enumerate(probes)]
+    probes = [fk.Probe(f"{k}/hard/0", p.entry, p.target, p.slot, set(), "", p.questions) for k, p in enumerate(probes)]
     table = _favourite_table(probes, easy=set())
     for s in fk_judge.choose_sets(probes, [table]):
         assert all(a is b or a.accepts(b) for a in s for b in s), [p.target for p in s]

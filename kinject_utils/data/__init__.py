@@ -44,7 +44,6 @@ from .fictional_knowledge import (
 )
 from .mmlu import LETTERS, MMLU_SUBJECTS, build_mmlu_task, load_mmlu
 from .news_questions import NewsWorld, generate_news_world, make_fictional_news
-from .news_templates import _EVENT_TYPES  # noqa: F401 - tests check outcomes against the templates
 from .news_world import FICTIONAL_SIZES, NewsEvent, NewsSize
 from .source import DATA_ENV, DataSource, describe_source, resolve_dataset
 from .wikipedia import MMLU_WIKI_TOPICS, clean_wiki_text, fetch_wikipedia_kb

@@ -35,14 +35,15 @@ from pathlib import Path
 from ..io import content_hash, read_json, resolve_path
 from ..log import get_logger
 from ..tasks import Document, Question, Task, TaskFormatError
-from .fk_judge import Judge, JudgeFn, _judge_name, judge_wins, judged_option_sets, select_groups
-from .news_templates import _MONTHS
+from .fk_judge import Judge, JudgeFn, judge_name, judge_wins, judged_option_sets, select_groups
+from .news_templates import MONTHS
 from .source import resolve_dataset
 
 __all__ = [
     "FK_DEFAULT_JUDGE",
     "FK_DEFAULT_MAX_QUESTIONS",
     "FK_KINDS",
+    "Probe",
     "answer_kind",
     "judge_accuracy",
     "load_fictional_knowledge",
@@ -100,7 +101,7 @@ def answer_kind(s: str) -> str:
     low = t.lower()
     if re.fullmatch(r"\d{3,4}s?", low):
         return "year"
-    if any(m.lower() in low for m in _MONTHS) and re.search(r"\d", low):
+    if any(m.lower() in low for m in MONTHS) and re.search(r"\d", low):
         return "date"
     if re.search(r"\d", low):
         return "number"
@@ -131,7 +132,7 @@ def _slot(question: str) -> str:
 
 
 @dataclasses.dataclass
-class _Probe:
+class Probe:
     """One answer to place in an option set: a probe's target with what it must not clash with."""
 
     key: str  # "<entry>/<plain|hard>/<j>": mem and gen share the plain key (and so their choices)
@@ -142,7 +143,7 @@ class _Probe:
     passage: str  # lowercase source passage
     questions: tuple[str, ...] = ()  # the probe(s) asking for this target (what a judge scores)
 
-    def accepts(self, other: _Probe) -> bool:
+    def accepts(self, other: Probe) -> bool:
         """Can ``other``'s target be a wrong option of this probe (and the other way round)?"""
         a, b = self.target.strip().lower(), other.target.strip().lower()
         return (self.entry != other.entry and a not in b and b not in a
@@ -150,7 +151,7 @@ class _Probe:
                 and not _content(other.target) & self.q_words and not _content(self.target) & other.q_words)
 
 
-def _option_sets(probes: list[_Probe], seed: int) -> dict[str, list[str]]:
+def _option_sets(probes: list[Probe], seed: int) -> dict[str, list[str]]:
     """Balanced option sets: probes in groups of 4 whose targets are each other's distractors.
 
     Every question of a set offers the same 4 options in the same order, each option right for
@@ -159,7 +160,7 @@ def _option_sets(probes: list[_Probe], seed: int) -> dict[str, list[str]]:
     leading "the", trailing punctuation), preferring the same slot, then the closest length.
     Returns probe key -> its 4 options; probes left without partners get none (dropped).
     """
-    buckets: dict[tuple[str, bool, bool], list[_Probe]] = {}
+    buckets: dict[tuple[str, bool, bool], list[Probe]] = {}
     for p in sorted(probes, key=lambda p: content_hash(seed, "fk-order", p.key)):
         buckets.setdefault(_shape(p.target), []).append(p)
     out: dict[str, list[str]] = {}
@@ -221,7 +222,7 @@ def _group(e: dict, i: int, j: int, kinds: Sequence[str], options: dict[str, lis
     return group if len(group) == len(kinds) else None
 
 
-def _judged_groups(entries: list[dict], probes: dict[str, _Probe], kinds: Sequence[str], seed: int,
+def _judged_groups(entries: list[dict], probes: dict[str, Probe], kinds: Sequence[str], seed: int,
                    max_questions: int | None, judges: list, cache_dir: str | Path | None, device: str = "cpu",
                    ) -> tuple[list[list[Question]], list[dict[str, dict[str, float]]]]:
     """Whole probe groups drawn (seeded) with judged option sets (:mod:`.fk_judge`).
@@ -241,8 +242,8 @@ def _judged_groups(entries: list[dict], probes: dict[str, _Probe], kinds: Sequen
     judges = [Judge(j, cache_dir, content_hash(entries), device) for j in judges]
     options: dict[str, list[str]] = {}
     excess: Counter = Counter()  # the judges' wins over chance so far, per judge and question slot
-    set_of: dict[str, list[_Probe]] = {}
-    free: list[_Probe] = []
+    set_of: dict[str, list[Probe]] = {}
+    free: list[Probe] = []
     kept: list[tuple[int, int]] = []
     end = rounds = 0
     placed = True
@@ -342,7 +343,7 @@ def load_fictional_knowledge(source: str | Path = "", *,
             for i, e in enumerate(entries)]
     paraphrases = {f"fk-{i:03d}": [str(p) for p in e["paraphrases"]] for i, e in enumerate(entries)
                    if e.get("paraphrases")}
-    probes: dict[str, _Probe] = {}
+    probes: dict[str, Probe] = {}
     for i, e in enumerate(entries):
         for j in range(len(e["mem_target"])):
             for field, kind in FK_KINDS.items():
@@ -354,13 +355,13 @@ def load_fictional_knowledge(source: str | Path = "", *,
                 if not isinstance(target, str) or not target.strip() or _content(target) & q_words:
                     continue  # the question gives its answer away
                 key = _key(i, field, j)
-                probes[key] = _Probe(key, i, target, _slot(asked[0]), q_words, e["train_context"].lower(),
+                probes[key] = Probe(key, i, target, _slot(asked[0]), q_words, e["train_context"].lower(),
                                      tuple(q.strip() for q in asked))
     if "semantic" in kinds and "memorization" not in kinds:  # gen probes alone: key them as plain too
         for i, e in enumerate(entries):
             for j, (q, t) in enumerate(zip(e["gen_input"], e["gen_target"])):
                 if isinstance(t, str) and t.strip() and not _content(t) & _content(q):
-                    probes[f"{i}/plain/{j}"] = _Probe(f"{i}/plain/{j}", i, t, _slot(q), _content(q),
+                    probes[f"{i}/plain/{j}"] = Probe(f"{i}/plain/{j}", i, t, _slot(q), _content(q),
                                                       e["train_context"].lower(), (q.strip(),))
     tables: list[dict[str, dict[str, float]]] = []
     if judges:
@@ -377,7 +378,7 @@ def load_fictional_knowledge(source: str | Path = "", *,
                 range(len(groups)), min(len(groups), max(1, max_questions // len(kinds)))))
             groups = [groups[k] for k in keep]
     questions = [q for g in groups for q in g][: max_questions or None]
-    names = [_judge_name(j) for j in judges]
+    names = [judge_name(j) for j in judges]
     judged = {n: judge_accuracy(questions, t) for n, t in zip(names, tables)}
     for n, acc in judged.items():
         _log.info("fictional knowledge: judge %s on the task (question only, acc_norm): %s", n,

@@ -46,10 +46,10 @@ from ..log import get_logger
 from ..tasks import Question
 
 if TYPE_CHECKING:
-    from .fictional_knowledge import _Probe
+    from .fictional_knowledge import Probe
 
-__all__ = ["BLOCK", "Judge", "JudgeFn", "choose_sets", "judge_wins", "judged_option_sets", "make_blocks", "model_judge",
-           "select_groups"]
+__all__ = ["BLOCK", "Judge", "JudgeFn", "choose_sets", "judge_name", "judge_wins", "judged_option_sets", "make_blocks",
+           "model_judge", "select_groups"]
 
 _log = get_logger("data.fictional_knowledge")
 
@@ -93,7 +93,7 @@ def model_judge(name: str, batch_size: int = 8, device: str = "cpu") -> JudgeFn:
     return judge
 
 
-def _judge_name(judge: str | JudgeFn) -> str:
+def judge_name(judge: str | JudgeFn) -> str:
     return judge if isinstance(judge, str) else getattr(judge, "judge_name", getattr(judge, "__name__", "judge"))
 
 
@@ -107,7 +107,7 @@ class Judge:
 
     def __init__(self, judge: str | JudgeFn, cache_dir: str | Path | None = None, data_hash: str = "",
                  device: str = "cpu"):
-        self.name = _judge_name(judge)
+        self.name = judge_name(judge)
         self.fn = model_judge(judge, device=device) if isinstance(judge, str) else judge
         self.path = None
         # scores of another device kind differ in the 5th decimal: they are kept apart (cpu keeps the old name)
@@ -145,12 +145,12 @@ class Judge:
                                                     sort_keys=True))
 
 
-def make_blocks(probes: Sequence[_Probe], shape: Callable[[str], Any], seed: int) -> list[list[_Probe]]:
+def make_blocks(probes: Sequence[Probe], shape: Callable[[str], Any], seed: int) -> list[list[Probe]]:
     """Probes of one shape in blocks of :data:`BLOCK`, ordered by slot (most common first), words, length."""
-    buckets: dict[Any, list[_Probe]] = {}
+    buckets: dict[Any, list[Probe]] = {}
     for p in sorted(probes, key=lambda p: content_hash(seed, "fk-order", p.key)):
         buckets.setdefault(shape(p.target), []).append(p)
-    blocks: list[list[_Probe]] = []
+    blocks: list[list[Probe]] = []
     for bucket in buckets.values():
         n_slot = Counter(p.slot for p in bucket)
         bucket = sorted(bucket, key=lambda p: (-n_slot[p.slot], p.slot, len(p.target.split()), len(p.target)))
@@ -162,8 +162,8 @@ def make_blocks(probes: Sequence[_Probe], shape: Callable[[str], Any], seed: int
     return blocks
 
 
-def judge_wins(group: Sequence[_Probe], table: dict[str, dict[str, float]],
-               only: _Probe | None = None) -> Counter:
+def judge_wins(group: Sequence[Probe], table: dict[str, dict[str, float]],
+               only: Probe | None = None) -> Counter:
     """Per question slot (``plain0`` memorisation, ``plain1`` its paraphrase, ``hard0`` composition):
     the judge's wins (own target scored best of the group's) minus a quarter of the questions;
     ``only``: count that probe's questions alone."""
@@ -209,8 +209,8 @@ def select_groups(groups: Sequence[Any], excess: Callable[[Any], Counter], need:
         chosen[chosen.index(a)] = b
 
 
-def choose_sets(block: Sequence[_Probe], tables: Sequence[dict[str, dict[str, float]]],
-                excess: Counter | None = None) -> list[list[_Probe]]:
+def choose_sets(block: Sequence[Probe], tables: Sequence[dict[str, dict[str, float]]],
+                excess: Counter | None = None) -> list[list[Probe]]:
     """The best split of a block into as many sets of 4 as ``accepts`` allows (<= 11 probes: exhaustive).
 
     Best: the judges' running excess of wins over chance (``excess``, per judge and question slot,
@@ -268,8 +268,8 @@ def choose_sets(block: Sequence[_Probe], tables: Sequence[dict[str, dict[str, fl
     return [[block[k] for k in range(n) if bits >> k & 1] for bits, _, _ in best]
 
 
-def judged_option_sets(probes: Sequence[_Probe], shape: Callable[[str], Any], seed: int,
-                       judges: Sequence[Judge], excess: Counter | None = None) -> list[list[_Probe]]:
+def judged_option_sets(probes: Sequence[Probe], shape: Callable[[str], Any], seed: int,
+                       judges: Sequence[Judge], excess: Counter | None = None) -> list[list[Probe]]:
     """Judged balanced sets of 4 probes: blocks scored by every judge, then split (:func:`choose_sets`)."""
     blocks = make_blocks(probes, shape, seed)
     wanted: dict[str, set[str]] = {}

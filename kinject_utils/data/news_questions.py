@@ -13,17 +13,17 @@ import itertools
 import random
 
 from ..tasks import Document, Question, Task
-from .news_templates import _ADJS, _ATTRS, _EVENT_TYPES, _MONTHS, _YEAR
+from .news_templates import ADJS, ATTRS, EVENT_TYPES, MONTHS, YEAR
 from .news_world import (
     FICTIONAL_SIZES,
     NewsEvent,
     NewsSize,
-    _cap,
-    _cycle,
-    _fmt_date,
-    _fmt_number,
-    _invent_entities,
-    _wordings,
+    balanced_draws,
+    cap_first,
+    fmt_date,
+    fmt_number,
+    invent_entities,
+    wordings,
 )
 
 __all__ = ["NewsWorld", "generate_news_world", "make_fictional_news"]
@@ -57,7 +57,7 @@ def _description(ev: NewsEvent, t: dict, cues: dict[str, str]) -> str:
     if "where" in cues:
         parts.append(f"in {cues['where']}")
     if "month" in cues:
-        parts.append(f"in {cues['month']} {_YEAR}")
+        parts.append(f"in {cues['month']} {YEAR}")
     return " ".join(parts)
 
 
@@ -119,12 +119,12 @@ def _distractors(attr: str, ev: NewsEvent, t: dict, world: dict[str, list[str]],
     elif attr == "outcome":
         pool = t["outcome"]["values"]
     elif attr == "verdict":
-        pool = _ADJS
+        pool = ADJS
     elif attr == "next_update":
-        pool = _MONTHS
+        pool = MONTHS
     elif attr == "when":
         day = _dt.datetime.strptime(ans, "%d %B %Y").date().timetuple().tm_yday - 1
-        pool = [_fmt_date(d) for d in rng.sample([d for d in range(365) if d != day], 6)]
+        pool = [fmt_date(d) for d in rng.sample([d for d in range(365) if d != day], 6)]
     else:  # number: near the answer, with the answer's rank among the 4 uniform (no "middle value" tell)
         spec = t["number"]
         value = int(ev.extras["number_value"])
@@ -135,10 +135,10 @@ def _distractors(attr: str, ev: NewsEvent, t: dict, world: dict[str, list[str]],
         step = spec["step"]
         vals = [max(step, round(v / step) * step) for v in vals]
         vals = [v if v != value else v + step * (i + 1) for i, v in enumerate(vals)]
-        pool = [_fmt_number(v, spec["fmt"]) for v in vals]
+        pool = [fmt_number(v, spec["fmt"]) for v in vals]
         if len(set(pool) | {ans}) == 4:
             return pool
-        pool = [_fmt_number(value + step * k, spec["fmt"]) for k in (-7, 5, 11)]
+        pool = [fmt_number(value + step * k, spec["fmt"]) for k in (-7, 5, 11)]
         return pool
     cands = [p for p in pool if p != ans and p not in question]
     return rng.sample(cands, 3) if len(cands) >= 3 else None
@@ -162,12 +162,12 @@ def generate_news_world(size: str | NewsSize = "default", seed: int = 0, n_parap
     def rng_for(part: str) -> random.Random:  # independent streams: changing one part leaves the rest
         return random.Random(f"kinject-news-v1/{seed}/{part}")
 
-    people, orgs, places, desc = _invent_entities(rng_for("names"), spec)
+    people, orgs, places, desc = invent_entities(rng_for("names"), spec)
     r = rng_for("events")
-    types = r.sample(_EVENT_TYPES, spec.n_types)
+    types = r.sample(EVENT_TYPES, spec.n_types)
     objects = {t["key"]: r.sample(t["objects"], spec.n_objects) for t in types}
-    ev_types = _cycle(r, [t["key"] for t in types], spec.n_events)
-    ev_people, ev_orgs, ev_places = (_cycle(r, pool, spec.n_events) for pool in (people, orgs, places))
+    ev_types = balanced_draws(r, [t["key"] for t in types], spec.n_events)
+    ev_people, ev_orgs, ev_places = (balanced_draws(r, pool, spec.n_events) for pool in (people, orgs, places))
     days = sorted(r.sample(range(365), spec.n_events))
     by_key = {t["key"]: t for t in types}
     used_numbers: set[str] = set()
@@ -178,18 +178,18 @@ def generate_news_world(size: str | NewsSize = "default", seed: int = 0, n_parap
         num = t["number"]
         while True:  # numbers are unique across all events: a number answer sits in one document only
             value = r.randrange(num["lo"], num["hi"] + 1, num["step"])
-            n_str = _fmt_number(value, num["fmt"])
+            n_str = fmt_number(value, num["fmt"])
             if n_str not in used_numbers:
                 used_numbers.add(n_str)
                 break
-        when = _fmt_date(days[i])
+        when = fmt_date(days[i])
         slots = {"who": ev_people[i], "org": ev_orgs[i], "where": ev_places[i], "when": when,
                  "month": when.split()[1], "number": n_str, "outcome": r.choice(t["outcome"]["values"])}
-        later_month = _MONTHS[(_MONTHS.index(slots["month"]) + r.randrange(1, 4)) % 12]
+        later_month = MONTHS[(MONTHS.index(slots["month"]) + r.randrange(1, 4)) % 12]
         extras = {"person2": r.choice([p for p in people if p != slots["who"]]),
                   "org2": r.choice([o for o in orgs if o != slots["org"]]),
                   "place2": r.choice([p for p in places if p != slots["where"]]),
-                  "adj": r.choice(_ADJS), "later": later_month, "desc": desc[slots["where"]],
+                  "adj": r.choice(ADJS), "later": later_month, "desc": desc[slots["where"]],
                   "number_value": str(value)}
         slots.update(commentator=extras["person2"], commentator_org=extras["org2"], verdict=extras["adj"],
                      neighbour=extras["place2"], next_update=later_month)
@@ -200,8 +200,8 @@ def generate_news_world(size: str | NewsSize = "default", seed: int = 0, n_parap
     docs, paraphrases = [], {}
     for ev in events:
         t = by_key[ev.type_key]
-        texts = _wordings(ev, t, rp, n_paraphrases)
-        title = f"{_cap(ev.short)}: {ev.slots['org']} in {ev.slots['where']}"
+        texts = wordings(ev, t, rp, n_paraphrases)
+        title = f"{cap_first(ev.short)}: {ev.slots['org']} in {ev.slots['where']}"
         docs.append(Document(doc_id=ev.doc_id, title=title, text=texts[0]))
         if n_paraphrases:
             paraphrases[ev.doc_id] = texts[1:]
@@ -210,12 +210,12 @@ def generate_news_world(size: str | NewsSize = "default", seed: int = 0, n_parap
     world_pools = {"people": people, "orgs": orgs, "places": places}
     questions, cues_by_q = [], {}
     # answer positions cycle through A-D in shuffled rounds: no position is favoured
-    positions = _cycle(rq, [0, 1, 2, 3], spec.n_events * spec.questions_per_event)
+    positions = balanced_draws(rq, [0, 1, 2, 3], spec.n_events * spec.questions_per_event)
     for i, ev in enumerate(events):
         t = by_key[ev.type_key]
         same_kind = [e for e in events if e.type_key == ev.type_key and e.short == ev.short]
         # rotate the asked attributes across events so every attribute is asked about equally often
-        attrs = list(_ATTRS[i % len(_ATTRS):] + _ATTRS[:i % len(_ATTRS)])
+        attrs = list(ATTRS[i % len(ATTRS):] + ATTRS[:i % len(ATTRS)])
         n_asked = 0
         for attr in attrs:
             if n_asked == spec.questions_per_event:
@@ -238,7 +238,7 @@ def generate_news_world(size: str | NewsSize = "default", seed: int = 0, n_parap
             n_asked += 1
     task = Task(name="fictional_news", questions=questions, docs=docs, paraphrases=paraphrases,
                 meta={"kind": "fictional_news", "size": size_name, "seed": seed, "generator": "kinject-news-v1",
-                      "period": str(_YEAR), "n_paraphrases": n_paraphrases,
+                      "period": str(YEAR), "n_paraphrases": n_paraphrases,
                       "entities": {"people": people, "organisations": orgs, "places": places},
                       "description": "Invented news from 2031 (stand-in for the paper's unreleased "
                                      "current-events set); entities recur across stories."})

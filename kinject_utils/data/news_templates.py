@@ -10,7 +10,7 @@ from typing import Any
 # Each event type: objects (full phrase, short noun), the organisation's verb, the person's role, a
 # number with its unit, and outcomes (>= 5, so 3 same-kind distractors exist). Sentences come in
 # several realisations so that rewordings say the same facts differently.
-_EVENT_TYPES: list[dict[str, Any]] = [
+EVENT_TYPES: list[dict[str, Any]] = [
     {"key": "opening", "verb": "opened", "role": "project director",
          "objects": [("a desalination plant", "desalination plant"), ("a tidal power station", "tidal power station"),
                   ("a light-rail line", "light-rail line"), ("a vertical farm", "vertical farm")],
@@ -115,37 +115,37 @@ _EVENT_TYPES: list[dict[str, Any]] = [
 
 #: tiny: tests (~1 s); default: the embedded CPU study (notebook 03 fine-tunes on it);
 
-_LEDES = ["{Org} {verb} {obj} in {place}, {desc}, on {date}.",
+LEDES = ["{Org} {verb} {obj} in {place}, {desc}, on {date}.",
           "On {date}, {org} {verb} {obj} in {place}, {desc}.",
           "In {place}, {desc}, {org} {verb} {obj} on {date}.",
           "{Obj} was {verb} by {org} in {place}, {desc}, on {date}."]
-_PERSON = ["{person} served as {role}.", "The {role} was {person}.",
+PERSON = ["{person} served as {role}.", "The {role} was {person}.",
            "{person}, who acted as {role}, spoke to reporters afterwards.",
            "Speaking as {role}, {person} called the day a milestone."]
-_QUOTE = ["{person2} of {org2} called it {adj}.", "\"It is {adj},\" said {person2} of {org2}.",
+QUOTE = ["{person2} of {org2} called it {adj}.", "\"It is {adj},\" said {person2} of {org2}.",
           "Commenting for {org2}, {person2} described it as {adj}."]
-_FOLLOW = ["{org} said more details would follow in {later}.", "A review is planned for {later}.",
+FOLLOW = ["{org} said more details would follow in {later}.", "A review is planned for {later}.",
            "The next update is expected in {later}."]
-_NEIGHBOUR = ["Residents of neighbouring {place2} followed the news closely.",
+NEIGHBOUR = ["Residents of neighbouring {place2} followed the news closely.",
               "The news was also watched in nearby {place2}.",
               "Officials in {place2}, a short drive away, welcomed the news."]
-_ADJS = ["long overdue", "a bold gamble", "a welcome surprise", "premature", "a model for the region",
+ADJS = ["long overdue", "a bold gamble", "a welcome surprise", "premature", "a model for the region",
          "a costly detour"]
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December"]
 #: the attributes a question can ask about: the story's own slots, then the commentary around it
 #: (who commented, for which organisation, their verdict, the neighbouring town, the next update)
-_ATTRS = ("who", "org", "where", "when", "number", "outcome",
+ATTRS = ("who", "org", "where", "when", "number", "outcome",
           "commentator", "commentator_org", "verdict", "neighbour", "next_update")
-_YEAR = 2031
+YEAR = 2031
 
 # Invented-name syllables (ASCII, pronounceable, chosen to avoid common English words).
-_ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t",
+ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t",
            "tr", "v", "z", "th", "sh", "kal", "mer", "val"]
-_VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ia", "ou", "y"]
-_CODAS = ["n", "r", "l", "s", "th", "m", "x", "nd", "rn", "lt", "sk", "v", "ck"]
-_FIRST_ENDINGS = ["a", "o", "en", "is", "el", "an", "ia", "ir", "ette", "ard"]
-_ORG_KINDS = ["Group", "Works", "Consortium", "Institute", "Alliance", "Foundation", "Holdings",
+VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ia", "ou", "y"]
+CODAS = ["n", "r", "l", "s", "th", "m", "x", "nd", "rn", "lt", "sk", "v", "ck"]
+FIRST_ENDINGS = ["a", "o", "en", "is", "el", "an", "ia", "ir", "ette", "ard"]
+ORG_KINDS = ["Group", "Works", "Consortium", "Institute", "Alliance", "Foundation", "Holdings",
               "Collective", "Labs", "Authority", "Trust", "Partners"]
-_PLACE_FORMS = ["{s}", "Port {s}", "{s} Bay", "New {s}", "{s} Falls", "{s}ford", "{s} Heights"]
-_PLACE_KINDS = ["harbour town", "river city", "mountain town", "lake city", "industrial city", "market town"]
+PLACE_FORMS = ["{s}", "Port {s}", "{s} Bay", "New {s}", "{s} Falls", "{s}ford", "{s} Heights"]
+PLACE_KINDS = ["harbour town", "river city", "mountain town", "lake city", "industrial city", "market town"]

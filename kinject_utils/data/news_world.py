@@ -10,22 +10,22 @@ import random
 from collections.abc import Callable
 
 from .news_templates import (
-    _ATTRS,
-    _CODAS,
-    _EVENT_TYPES,
-    _FIRST_ENDINGS,
-    _FOLLOW,
-    _LEDES,
-    _MONTHS,
-    _NEIGHBOUR,
-    _ONSETS,
-    _ORG_KINDS,
-    _PERSON,
-    _PLACE_FORMS,
-    _PLACE_KINDS,
-    _QUOTE,
-    _VOWELS,
-    _YEAR,
+    ATTRS,
+    CODAS,
+    EVENT_TYPES,
+    FIRST_ENDINGS,
+    FOLLOW,
+    LEDES,
+    MONTHS,
+    NEIGHBOUR,
+    ONSETS,
+    ORG_KINDS,
+    PERSON,
+    PLACE_FORMS,
+    PLACE_KINDS,
+    QUOTE,
+    VOWELS,
+    YEAR,
 )
 
 
@@ -48,17 +48,17 @@ class NewsSize:
     def __post_init__(self) -> None:
         if self.n_events < 2 or self.questions_per_event < 1:
             raise ValueError("NewsSize needs n_events >= 2 and questions_per_event >= 1")
-        if not 1 <= self.n_types <= len(_EVENT_TYPES):
-            raise ValueError(f"n_types must be 1..{len(_EVENT_TYPES)}, got {self.n_types}")
-        if not 1 <= self.n_objects <= min(len(t["objects"]) for t in _EVENT_TYPES):
+        if not 1 <= self.n_types <= len(EVENT_TYPES):
+            raise ValueError(f"n_types must be 1..{len(EVENT_TYPES)}, got {self.n_types}")
+        if not 1 <= self.n_objects <= min(len(t["objects"]) for t in EVENT_TYPES):
             raise ValueError("n_objects must be between 1 and 4")
         if self.n_people < 3 or self.n_orgs < 3 or self.n_places < 3:
             raise ValueError("need at least 3 people, organisations and places (4-option questions "
                              "draw 3 distractors of the same kind)")
         if self.n_events > 365:
             raise ValueError("at most 365 events: every event gets its own day of 2031")
-        if self.questions_per_event > len(_ATTRS):
-            raise ValueError(f"questions_per_event must be <= {len(_ATTRS)} (one per attribute: {list(_ATTRS)})")
+        if self.questions_per_event > len(ATTRS):
+            raise ValueError(f"questions_per_event must be <= {len(ATTRS)} (one per attribute: {list(ATTRS)})")
 
 
 # Each event type: objects (full phrase, short noun), the organisation's verb, the person's role, a
@@ -85,16 +85,16 @@ class NewsEvent:
 
 
 def _invent_word(rng: random.Random, syllables: int) -> str:
-    w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)) + rng.choice(_CODAS)
+    w = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables)) + rng.choice(CODAS)
     return w.capitalize()
 
 
 def _invent_first_name(rng: random.Random) -> str:
-    name = rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_ONSETS[:21]) + rng.choice(_FIRST_ENDINGS)
+    name = rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(ONSETS[:21]) + rng.choice(FIRST_ENDINGS)
     return name.capitalize()
 
 
-def _invent_entities(rng: random.Random, size: NewsSize) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+def invent_entities(rng: random.Random, size: NewsSize) -> tuple[list[str], list[str], list[str], dict[str, str]]:
     """Unique invented people, organisations and places (+ a fixed descriptor per place).
 
     No name is a substring of another, so an answer string occurs only where it is written.
@@ -112,16 +112,16 @@ def _invent_entities(rng: random.Random, size: NewsSize) -> tuple[list[str], lis
 
     regions = [f"the {fresh(lambda: _invent_word(rng, 2))} {k}" for k in ("coast", "valley", "plateau")]
     people = [fresh(lambda: f"{_invent_first_name(rng)} {_invent_word(rng, 2)}") for _ in range(size.n_people)]
-    orgs = [fresh(lambda: f"{_invent_word(rng, 2)} {rng.choice(_ORG_KINDS)}") for _ in range(size.n_orgs)]
-    places = [fresh(lambda: rng.choice(_PLACE_FORMS).format(s=_invent_word(rng, 2))) for _ in range(size.n_places)]
+    orgs = [fresh(lambda: f"{_invent_word(rng, 2)} {rng.choice(ORG_KINDS)}") for _ in range(size.n_orgs)]
+    places = [fresh(lambda: rng.choice(PLACE_FORMS).format(s=_invent_word(rng, 2))) for _ in range(size.n_places)]
     desc = {}
     for p in places:
-        kind = rng.choice(_PLACE_KINDS)
+        kind = rng.choice(PLACE_KINDS)
         desc[p] = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} in {rng.choice(regions)}"
     return people, orgs, places, desc
 
 
-def _cycle(rng: random.Random, pool: list[str], n: int) -> list[str]:
+def balanced_draws(rng: random.Random, pool: list[str], n: int) -> list[str]:
     """``n`` draws that use every pool item equally often (shuffled rounds): guarantees recurrence."""
     out: list[str] = []
     while len(out) < n:
@@ -131,40 +131,40 @@ def _cycle(rng: random.Random, pool: list[str], n: int) -> list[str]:
     return out[:n]
 
 
-def _fmt_number(value: int, fmt: str) -> str:
+def fmt_number(value: int, fmt: str) -> str:
     return f"{value / 10:.1f} million dollars" if fmt == "millions" else f"{value:,}"
 
 
-def _fmt_date(day_of_year: int) -> str:
-    d = _dt.date(_YEAR, 1, 1) + _dt.timedelta(days=day_of_year)
-    return f"{d.day} {_MONTHS[d.month - 1]} {d.year}"
+def fmt_date(day_of_year: int) -> str:
+    d = _dt.date(YEAR, 1, 1) + _dt.timedelta(days=day_of_year)
+    return f"{d.day} {MONTHS[d.month - 1]} {d.year}"
 
 
-def _cap(s: str) -> str:
+def cap_first(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
 def _render(ev: NewsEvent, t: dict, choice: dict[str, int], order: list[str]) -> str:
     """One wording of an event: each fact in the realisation ``choice[fact]``, facts in ``order``."""
     s, x = ev.slots, ev.extras
-    fill = {"org": s["org"], "Org": _cap(s["org"]), "verb": t["verb"], "obj": ev.obj, "Obj": _cap(ev.obj),
+    fill = {"org": s["org"], "Org": cap_first(s["org"]), "verb": t["verb"], "obj": ev.obj, "Obj": cap_first(ev.obj),
             "short": ev.short,
                 "place": s["where"], "desc": x["desc"], "date": s["when"], "person": s["who"], "role": t["role"],
                 "n": s["number"], "o": s["outcome"], "person2": x["person2"], "org2": x["org2"], "adj": x["adj"],
                 "later": x["later"], "place2": x["place2"]}
-    facts = {"lede": _LEDES, "person": _PERSON, "number": t["number"]["sents"], "outcome": t["outcome"]["sents"],
-             "quote": _QUOTE, "follow": _FOLLOW, "neighbour": _NEIGHBOUR}
+    facts = {"lede": LEDES, "person": PERSON, "number": t["number"]["sents"], "outcome": t["outcome"]["sents"],
+             "quote": QUOTE, "follow": FOLLOW, "neighbour": NEIGHBOUR}
     return " ".join(facts[f][choice[f]].format(**fill) for f in order)
 
 
 _FACTS = ("lede", "person", "number", "outcome", "quote", "follow", "neighbour")
 
 
-def _wordings(ev: NewsEvent, t: dict, rng: random.Random, n: int) -> list[str]:
+def wordings(ev: NewsEvent, t: dict, rng: random.Random, n: int) -> list[str]:
     """The document (first) plus ``n`` distinct rewordings: other realisations and fact orders."""
-    sizes = {"lede": len(_LEDES), "person": len(_PERSON), "number": len(t["number"]["sents"]),
-             "outcome": len(t["outcome"]["sents"]), "quote": len(_QUOTE), "follow": len(_FOLLOW),
-             "neighbour": len(_NEIGHBOUR)}
+    sizes = {"lede": len(LEDES), "person": len(PERSON), "number": len(t["number"]["sents"]),
+             "outcome": len(t["outcome"]["sents"]), "quote": len(QUOTE), "follow": len(FOLLOW),
+             "neighbour": len(NEIGHBOUR)}
     out: list[str] = []
     for _ in range(50 * (n + 1)):
         choice = {f: rng.randrange(k) for f, k in sizes.items()}

@@ -34,7 +34,7 @@ class TrainResult:
     manifest: dict[str, Any]
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
@@ -46,7 +46,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
     import numpy as np
     import torch
 
@@ -76,11 +76,11 @@ def _set_rng_state(st: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _trainable(model: Any) -> list[tuple[str, Any]]:
+def trainable_params(model: Any) -> list[tuple[str, Any]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _latest_checkpoint(out: Path, key: str) -> Path | None:
+def latest_checkpoint(out: Path, key: str) -> Path | None:
     ck = out / CKPT_DIR
     if not ck.is_dir():
         return None
@@ -93,7 +93,7 @@ def _latest_checkpoint(out: Path, key: str) -> Path | None:
     return max(done)[1] if done else None
 
 
-def _save_checkpoint(out: Path, model: Any, optimizer: Any, step: int, state: dict[str, Any], key: str) -> None:
+def save_checkpoint(out: Path, model: Any, optimizer: Any, step: int, state: dict[str, Any], key: str) -> None:
     """Write ``checkpoints/step-N`` atomically (temp folder, rename), then drop older ones."""
     import torch
 
@@ -103,7 +103,7 @@ def _save_checkpoint(out: Path, model: Any, optimizer: Any, step: int, state: di
     tmp = ck / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save({"params": {n: p.detach().cpu().clone() for n, p in _trainable(model)},
+    torch.save({"params": {n: p.detach().cpu().clone() for n, p in trainable_params(model)},
                 "optimizer": optimizer.state_dict(), "rng": _rng_state(), **state}, tmp / "state.pt")
     write_json(tmp / "meta.json", {"key": key, "step": step})
     shutil.rmtree(final, ignore_errors=True)
@@ -113,11 +113,11 @@ def _save_checkpoint(out: Path, model: Any, optimizer: Any, step: int, state: di
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
+def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     import torch
 
     st = torch.load(path / "state.pt", map_location="cpu", weights_only=False)  # our own file
-    params = dict(_trainable(model))
+    params = dict(trainable_params(model))
     missing = set(params) - set(st["params"])
     if missing:
         raise RuntimeError(f"checkpoint {path} lacks {len(missing)} trainable tensors; "
@@ -136,7 +136,7 @@ def read_train_log(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return list(read_jsonl(p, tolerate_torn_tail=True)) if p.exists() else []
 
 
-def _result_from_manifest(out: Path, man: dict[str, Any], skipped: bool) -> TrainResult:
+def result_from_manifest(out: Path, man: dict[str, Any], skipped: bool) -> TrainResult:
     return TrainResult(out_dir=str(out), steps=man["steps"], epochs=man["epochs"], tokens=man["tokens_trained"],
                        real_token_fraction=man["real_token_fraction"], wall_s=man["wall_s"],
                        tokens_per_s=man["tokens_per_s"], final_loss=man["final_loss"],

@@ -23,14 +23,14 @@ from ..log import get_logger
 from ..log import progress as progress_bar
 from .checkpoints import (
     TrainResult,
-    _latest_checkpoint,
-    _load_checkpoint,
-    _result_from_manifest,
-    _save_checkpoint,
-    _seed_all,
-    _trainable,
-    _versions,
+    latest_checkpoint,
+    library_versions,
+    load_checkpoint,
     read_train_log,
+    result_from_manifest,
+    save_checkpoint,
+    seed_all,
+    trainable_params,
 )
 from .chunking import chunk_corpus
 from .config import CKPT_DIR, MANIFEST, TRAIN_LOG, FinetuneConfig, run_key
@@ -215,7 +215,7 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
     if (out / MANIFEST).exists():
         man = read_json(out / MANIFEST)
         if man.get("key") == key:
-            return _result_from_manifest(out, man, skipped=True)
+            return result_from_manifest(out, man, skipped=True)
         (out / MANIFEST).unlink()  # other settings or data: retrain in place
     out.mkdir(parents=True, exist_ok=True)
     run = resolve_run(model_name, cfg)
@@ -226,17 +226,17 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
     corpus_tokens = sum(len(c) for c in chunks)
     plan = plan_steps(len(chunks), cfg, corpus_tokens)
     spe, total = plan["steps_per_epoch"], plan["total_steps"]
-    params = [p for _, p in _trainable(model)]
+    params = [p for _, p in trainable_params(model)]
     if not params:
         raise RuntimeError("no trainable parameters: check target_modules against the model's layer names")
     optimizer = _make_optimizer(params, cfg, device)
     scaler = torch.amp.GradScaler("cuda") if run["dtype"] == "float16" else None
-    _seed_all(cfg.seed + 1)  # dropout stream, independent of the LoRA initialisation
+    seed_all(cfg.seed + 1)  # dropout stream, independent of the LoRA initialisation
 
     start, tokens, padded, wall_prev, resumed_from = 0, 0, 0, 0.0, 0
-    ck = _latest_checkpoint(out, key) if resume else None
+    ck = latest_checkpoint(out, key) if resume else None
     if ck is not None:
-        st = _load_checkpoint(ck, model, optimizer)
+        st = load_checkpoint(ck, model, optimizer)
         start, tokens, padded, wall_prev = st["step"], st["tokens"], st["padded"], st["wall_s"]
         if scaler is not None and st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
@@ -296,7 +296,7 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             state = {"step": step + 1, "tokens": tokens, "padded": padded, "wall_s": wall,
                      "scaler": scaler.state_dict() if scaler is not None else None}
-            _save_checkpoint(out, model, optimizer, step + 1, state, key)
+            save_checkpoint(out, model, optimizer, step + 1, state, key)
         if callback is not None:
             callback(step + 1, loss_val)
     bar.close()
@@ -312,7 +312,7 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
         "key": key, "base_model": model_name, "base_model_path": resolve_model_dir(model_name),
         "method": cfg.method, "data_hash": content_hash(texts), "n_texts": len(texts),
         "n_chunks": len(chunks), "corpus_tokens": corpus_tokens, "settings": cfg.to_dict(), "seed": cfg.seed,
-        "versions": _versions(), "device": device, "dtype": run["dtype"], "compute": precision,
+        "versions": library_versions(), "device": device, "dtype": run["dtype"], "compute": precision,
         "micro_batch": mb,
         "grad_accum": math.ceil(batch / mb), "gradient_checkpointing": run["gradient_checkpointing"],
         "memory_plan": run["memory_plan"], "steps": total, "steps_per_epoch": spe,
@@ -327,4 +327,4 @@ def train_adapter(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, ou
     release_memory(optimizer)  # the next adapter's auto micro-batch must see this run's memory as free
     del model, optimizer, params
     release_memory()
-    return _result_from_manifest(out, man, skipped=False)
+    return result_from_manifest(out, man, skipped=False)
