@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "new_file_mode", "write_json", "read_json", "write_jsonl",
            "read_jsonl", "read_jsonl_numbered", "append_jsonl", "content_hash", "project_root", "resolve_path", "slug",
-           "write_csv"]
+           "write_csv", "read_csv"]
 
 
 def new_file_mode() -> int:
@@ -185,3 +185,31 @@ def write_csv(table: Any, path: str | os.PathLike, columns: list[str] | None = N
     w.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
 
+
+
+def read_csv(path: str | os.PathLike, *, frame: bool = False, missing_ok: bool = False) -> Any:
+    """Read a CSV file with a header row, as :func:`write_csv` writes them: the one CSV reader.
+
+    Args:
+        path: the file (UTF-8; a byte-order mark is dropped).
+        frame: return a pandas DataFrame, numbers parsed as numbers (for tables and figures),
+            instead of dict rows whose every field stays text (for files merged and written back,
+            where ``"0.50"`` must stay ``"0.50"``).
+        missing_ok: a missing file reads as "not produced yet": ``[]``, or ``None`` with ``frame``
+            (what the tables and figures render as such), instead of ``FileNotFoundError``.
+
+    Example:
+        >>> import tempfile
+        >>> p = write_csv([{"task": "a", "score": "0.50"}], Path(tempfile.mkdtemp()) / "s.csv")
+        >>> read_csv(p), read_csv(p.with_name("none.csv"), missing_ok=True)
+        ([{'task': 'a', 'score': '0.50'}], [])
+    """
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return None if frame else []
+    if frame:
+        import pandas as pd
+
+        return pd.read_csv(path, encoding="utf-8-sig")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return list(csv.DictReader(fh))

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import layout
-from ..io import slug, write_csv
+from ..io import read_csv, slug, write_csv
 from ..log import get_logger
 from .checkpoints import read_train_log
 from .chunking import chunk_corpus
@@ -227,15 +227,12 @@ def read_adapter_index(results_dir: str | os.PathLike) -> list[dict[str, str]]:
     A row whose folder holds no finished adapter (``manifest.json``) is an error naming the
     folder and the fix, instead of being scored as something it is not.
     """
-    import csv
-
     from .config import MANIFEST
 
     path = layout.adapter_index(results_dir)
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(path)
     for i, r in enumerate(rows, 2):
         if "adapter_dir" not in r:
             raise ValueError(f"{path}: no adapter_dir column; re-run notebook 03 to rewrite the index")

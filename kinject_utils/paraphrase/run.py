@@ -10,7 +10,6 @@ Files (paths from :mod:`kinject_utils.layout`)::
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
-from ..io import append_jsonl, content_hash, read_jsonl, write_csv, write_jsonl
+from ..io import append_jsonl, content_hash, read_csv, read_jsonl, write_csv, write_jsonl
 from ..log import get_logger
 from ..log import progress as progress_bar
 from ..tasks import Task
@@ -289,10 +288,8 @@ def write_stats(results_dir: str | os.PathLike, rows: Iterable[dict[str, Any]]) 
     path = layout.paraphrase_stats(results_dir)
     key = lambda r: (str(r["task"]), str(r["backend"]), str(r["model"]), str(r.get("scope", "all")))
     merged: dict[tuple, dict] = {}
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                merged[key(r)] = r
+    for r in read_csv(path, missing_ok=True):
+        merged[key(r)] = r
     for r in rows:
         merged[key(r)] = {c: r.get(c, "") for c in STATS_COLUMNS}
     return write_csv([merged[k] for k in sorted(merged)], path, STATS_COLUMNS)

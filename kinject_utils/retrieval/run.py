@@ -11,7 +11,6 @@ Files (under ``RESULTS_DIR``, paths from :mod:`kinject_utils.layout`)::
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import layout
-from ..io import content_hash, write_csv, write_json, write_jsonl
+from ..io import content_hash, read_csv, write_csv, write_json, write_jsonl
 from ..log import get_logger
 from ..tasks import Task, load_task, require_built
 from .config import RETRIEVERS, RetrievalConfig
@@ -189,13 +188,6 @@ def _throughput_row(r: TaskRetrieval, cfg: RetrievalConfig, run_at: str) -> dict
             "embedder_load_s": round(r.embedder_load_s, 2), "task_wall_s": round(r.wall_s, 2)}
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def run_retrieval(results_dir: str | Path, tasks: Sequence[str], cfg: RetrievalConfig) -> RetrievalRun:
     """Notebook 04: retrieve for every task that notebook 01 wrote; save recall and throughput.
 
@@ -239,7 +231,7 @@ def run_retrieval(results_dir: str | Path, tasks: Sequence[str], cfg: RetrievalC
     tp_rows = [{**_throughput_row(r, cfg, run_at), "run_wall_s": round(wall, 2)} for r in done]
     if tp_rows:
         tp_path = layout.retrieval_throughput_csv(results_dir)
-        kept = [row for row in _read_csv(tp_path) if row.get("task") not in {r.task for r in done}]
+        kept = [row for row in read_csv(tp_path, missing_ok=True) if row.get("task") not in {r.task for r in done}]
         write_csv(kept + tp_rows, tp_path, _THROUGHPUT_COLS)
     return RetrievalRun(tasks=done, recall_rows=recall_rows, throughput_rows=tp_rows, skipped=skipped,
                         wall_s=wall, warm=not embedder.loaded)
@@ -270,7 +262,7 @@ def recall_table(rows: Sequence[dict[str, Any]], metric: str = "recall") -> str:
 
 def throughput_table(results_dir: str | Path, last: int = 6) -> str:
     """The last ``last`` rows of ``04_throughput.csv`` as text (each task's latest run, cold or warm)."""
-    rows = _read_csv(layout.retrieval_throughput_csv(results_dir))[-last:]
+    rows = read_csv(layout.retrieval_throughput_csv(results_dir), missing_ok=True)[-last:]
     if not rows:
         return "(no throughput rows yet)"
     cols = ["run_at", "task", "cache", "n_passages", "passages_embedded", "passages_per_s", "n_queries",
