@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from .secrets import check_env_name, looks_like_secret
+from .settings import check_known_fields
 
 __all__ = ["ConfigError", "RunSettings", "load_settings", "parse_set", "apply_sets", "normalise_only",
            "check_value_type"]
@@ -106,6 +107,29 @@ def check_value_type(key: str, value: Any, type_name: str) -> str | None:
     return f"{key} must be {article} {t}, e.g. {example} (got {got})"
 
 
+def _value_problem(key: str, value: Any, declared: dict[str, Any]) -> str | None:
+    """A value that does not fit the notebook's declared type, or a mapping of a settings dataclass's
+    fields with a misspelt one (``FT_SETTINGS: {lrr: 1e-3}`` answers "did you mean lr?" before anything runs)."""
+    problem = check_value_type(key, value, declared.get("inferred_type_name", ""))
+    if problem or key not in _FIELD_MAPPINGS or not isinstance(value, dict):
+        return problem
+    try:
+        check_known_fields(_FIELD_MAPPINGS[key](), value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _finetune_config() -> type:
+    from .finetune.config import FinetuneConfig  # imported when needed: the config layer stays light
+
+    return FinetuneConfig
+
+
+#: parameters that hold a mapping of a settings dataclass's fields -> that dataclass
+_FIELD_MAPPINGS = {"FT_SETTINGS": _finetune_config}
+
+
 # ---- the settings ----------------------------------------------------------------------------------
 @dataclasses.dataclass
 class RunSettings:
@@ -120,6 +144,18 @@ class RunSettings:
     timeout_per_cell: float | None = None
     extends: str | None = None
     source: str = dataclasses.field(default="<config>", compare=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<config>") -> RunSettings:
+        """Build from a config mapping (a YAML file's keys, or a dict given to the runner).
+
+        Raises:
+            ConfigError: an unknown key (with "did you mean"), or anything ``__post_init__`` rejects.
+        """
+        raw = dict(raw)
+        source = str(raw.pop("source", source))
+        _check_fields(raw, source)
+        return cls(**raw, source=source)
 
     def __post_init__(self) -> None:
         where = self.source
@@ -181,7 +217,7 @@ class RunSettings:
                     hint = f" Did you mean {close[0]}?" if close else ""
                     raise ConfigError(f"{where}: notebooks.{num}.{key}: notebook {num} has no parameter {key}."
                                       f"{hint} Its parameters: {', '.join(sorted(allowed))}.")
-                problem = check_value_type(key, over[key], allowed[key].get("inferred_type_name", ""))
+                problem = _value_problem(key, over[key], allowed[key])
                 if problem:
                     raise ConfigError(f"{where}: notebooks.{num}.{key}: {problem}")
         every = {k: v for num in sorted(declared) for k, v in declared[num].items()}
@@ -195,7 +231,7 @@ class RunSettings:
                                   "each notebook's parameters.")
         for key, value in self.params.items():
             if key in every:
-                problem = check_value_type(key, value, every[key].get("inferred_type_name", ""))
+                problem = _value_problem(key, value, every[key])
                 if problem:
                     raise ConfigError(f"{where}: params.{key}: {problem}")
 
@@ -217,6 +253,14 @@ class RunSettings:
         """What notebook ``num`` gets: ``params`` then its own section, restricted to what it declares."""
         wanted = {**self.params, **self.notebooks.get(num, {})}
         return {k: v for k, v in wanted.items() if k in declared}
+
+
+def _check_fields(raw: dict[str, Any], where: str) -> None:
+    """Every top-level key of a config is one of :data:`FIELDS` (a misspelt one answers "did you mean")."""
+    try:
+        check_known_fields(RunSettings, [str(k) for k in raw], where, allowed=FIELDS)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _notebook_numbers(run: Any, where: str) -> list[str]:
@@ -253,12 +297,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at top level ({', '.join(FIELDS)}), "
                           f"got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
-        close = [difflib.get_close_matches(str(u), FIELDS, n=1) for u in unknown]
-        hint = "; ".join(f"{u} -> {c[0]}?" for u, c in zip(unknown, close) if c)
-        raise ConfigError(f"{path}: unknown top-level keys {unknown}{' (' + hint + ')' if hint else ''}; "
-                          f"allowed: {', '.join(FIELDS)}")
+    _check_fields(raw, str(path))
     base_name = raw.get("extends")
     if base_name is None:
         return raw
@@ -275,7 +314,7 @@ def load_settings(path: str | os.PathLike, sets: list[str] | None = None) -> Run
     raw = _read_yaml(path)
     raw.setdefault("name", path.stem)
     raw = apply_sets(raw, sets or [])
-    return RunSettings(**raw, source=str(path))
+    return RunSettings.from_dict(raw, str(path))
 
 
 # ---- command-line overrides ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .settings import is_device_name
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that still allow AMX kernels.
 _AMX_ISAS = {"ALL", "DEFAULT", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX",
              "AVX10_1_512_AMX_FP16", "AVX10_2_512_AMX_2"}
@@ -99,9 +99,9 @@ def cpu_precision_report() -> dict[str, object]:
 
 
 def normalise_dtype(dtype: str) -> str:
-    d = _ALIASES.get(str(dtype).strip().lower(), str(dtype).strip().lower())
+    d = DTYPE_ALIASES.get(str(dtype).strip().lower(), str(dtype).strip().lower())
     if d not in DTYPES:
-        raise DeviceError(f"DTYPE={dtype!r} is not one of {DTYPES} (aliases: {sorted(_ALIASES)}).")
+        raise DeviceError(f"DTYPE={dtype!r} is not one of {DTYPES} (aliases: {sorted(DTYPE_ALIASES)}).")
     return d
 
 

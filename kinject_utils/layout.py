@@ -173,6 +173,11 @@ def runs_dir(root: PathLike, config_name: str) -> Path:
     return Path(root) / "runs" / config_name
 
 
+def timings_json(run_dir: PathLike) -> Path:
+    """``timings.json`` in a run's folder: each notebook's wall seconds (the next run's ETA)."""
+    return Path(run_dir) / "timings.json"
+
+
 def to_relative(results_dir: PathLike, path: PathLike) -> str:
     """``path`` as stored inside a results file: relative to ``results_dir`` (POSIX separators).
 

@@ -37,6 +37,7 @@ __all__ = [
     "REGISTRY",
     "ModelUnavailableError",
     "cache_dir",
+    "converted_model_dir",
     "get_spec",
     "resolve_model_dir",
     "load_causal_lm",
@@ -106,6 +107,16 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "kinject"
+
+
+def converted_model_dir(name: str) -> Path:
+    """Where an embedded model's safetensors conversion lives: ``<cache_dir()>/models/<name>``.
+
+    Example:
+        >>> converted_model_dir("smollm2-135m").parts[-2:]
+        ('models', 'smollm2-135m')
+    """
+    return cache_dir() / "models" / name
 
 
 def is_offline() -> bool:
@@ -213,7 +224,7 @@ def resolve_model_dir(name: str) -> str:
     if spec.source == "package":
         pkg_mod = __import__(spec.package.replace("-", "_"))
         return str(pkg_mod.get_model_path())
-    target = cache_dir() / "models" / spec.name
+    target = converted_model_dir(spec.name)
     if (target / "config.json").exists():
         return str(target)
     with _file_lock(target.parent / f"{spec.name}.lock"):

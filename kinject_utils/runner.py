@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import layout
 from .config import ConfigError, RunSettings, apply_sets, load_settings, normalise_only
 from .io import project_root
 from .log import get_logger
@@ -81,9 +82,7 @@ def _as_settings(config: str | os.PathLike | dict | RunSettings, sets: list[str]
 
 def load_settings_from_raw(raw: dict[str, Any], sets: list[str] | None = None) -> RunSettings:
     """A :class:`RunSettings` from an already-read mapping (``--set`` items applied)."""
-    raw = apply_sets(raw, sets or [])
-    raw.setdefault("source", "<config>")
-    return RunSettings(**raw)
+    return RunSettings.from_dict(apply_sets(raw, sets or []))
 
 
 def _default_of(info: dict[str, Any]) -> Any:
@@ -235,7 +234,7 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
 
     root = Path(root) if root else project_root()
     settings, plan, declared = prepare(config, only, root, extra_params, sets)
-    out = Path(out_dir) if out_dir else root / "runs" / settings.name
+    out = Path(out_dir) if out_dir else layout.runs_dir(root, settings.name)
     check_writable(out, "runs folder")
     for nb, params in plan:
         for key in _WRITABLE_PARAMS:
@@ -246,7 +245,7 @@ def run_notebooks(config: str | os.PathLike | dict | RunSettings, only: list[str
     if settings.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    timings_file = out / "timings.json"
+    timings_file = layout.timings_json(out)
     nums = [nb.name[:2] for nb, _ in plan]
     weights, eta_source = _weights(timings_file, nums)
     names = {nb.name[:2]: nb.stem for nb, _ in plan}
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
             settings, chosen, declared = prepare(args.config, only=args.only, sets=args.sets)
             print(format_plan(plan_run(settings, chosen, declared)))
-            last = Path(args.out or project_root() / "runs" / settings.name) / "timings.json"
+            last = layout.timings_json(args.out or layout.runs_dir(project_root(), settings.name))
             if last.exists():
                 secs = json.loads(last.read_text(encoding="utf-8")).get("seconds", {})
                 print(f"last run of {settings.name} here ({last}):\n" + timing_table(secs, {}))

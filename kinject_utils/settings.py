@@ -114,8 +114,14 @@ def check_device(obj: Any, field: str = "device") -> str:
     return v
 
 
-def check_known_fields(cls: type, keys: Iterable[str], where: str = "") -> None:
+def check_known_fields(cls: type, keys: Iterable[str], where: str = "", allowed: Iterable[str] | None = None) -> None:
     """Every key names a field of the dataclass ``cls``; a misspelt one answers "did you mean".
+
+    Every settings dataclass built from a user's mapping (a YAML file, a notebook's ``FT_SETTINGS``)
+    goes through here first, so an unknown key never ends in a bare ``TypeError``.
+
+    Args:
+        allowed: the keys a user may give, when fewer than every field (default: every field).
 
     Raises:
         ValueError: naming each unknown key, the closest field, and every allowed field.
@@ -124,7 +130,7 @@ def check_known_fields(cls: type, keys: Iterable[str], where: str = "") -> None:
         >>> check_known_fields(FinetuneConfig, ["lrr"], "FT_SETTINGS")  # doctest: +SKIP
         ValueError: FT_SETTINGS: FinetuneConfig has no setting 'lrr' (did you mean lr?); allowed: ...
     """
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = list(allowed) if allowed is not None else [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in keys if k not in names]
     if unknown:
         parts = []

@@ -48,7 +48,10 @@ CASES = [
      ["notebooks.03.EPOCHS"], ["EPOCHS must be an int, e.g. 3"]),
     ("extends a missing file", "extends: nowhere.yaml", [], None,
      ["nowhere.yaml not found", "named by 'extends'"], ["relative to that file"]),
-    ("misspelt top-level field", "parms: {}", [], None, ["unknown top-level keys ['parms']"], ["parms -> params?"]),
+    ("misspelt top-level field", "parms: {}", [], None, ["bad.yaml: RunSettings has no setting 'parms'"],
+     ["(did you mean params?)", "allowed: description, extends, name"]),
+    ("misspelt FT_SETTINGS key", None, ["03.FT_SETTINGS={lrr: 1e-3}"], None,
+     ["notebooks.03.FT_SETTINGS", "FinetuneConfig has no setting 'lrr'"], ["(did you mean lr?)", "warmup_ratio"]),
     ("params not a mapping", "params: [1, 2]", [], None, ["'params' must be a mapping"], ["params: {SEED: 0}"]),
     ("bad --set syntax", None, ["EPOCHS"], None, ["--set 'EPOCHS'"], ["--set 03.EPOCHS=3"]),
 ]
@@ -136,3 +139,9 @@ def test_one_env_name_check_guards_the_config_and_the_backend(value, is_name):
             attempt()
         assert "OPENAI_API_KEY_ENV must hold the NAME of an environment variable" in str(info.value)
         assert not value or value not in str(info.value)
+
+
+def test_a_config_given_as_a_mapping_answers_did_you_mean_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"RunSettings has no setting 'parms' \(did you mean params\?\)"):
+        runner.run_notebooks({"name": "t", "parms": {"SEED": 1}}, root=ROOT, out_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -236,6 +236,19 @@ def test_qlora_on_smollm2_learns_and_memorises(tmp_path):
 
 
 # ------------------------------------------------------------------ presets, precision, stable lists
+@pytest.mark.parametrize("build", [
+    lambda: ft.preset("cpu", **{"epochs": 1, **{"lrr": 3e-4}}),  # notebook 03: preset(FT_PRESET, **FT_SETTINGS)
+    lambda: ft.FinetuneConfig.cpu_default(lrr=3e-4),
+    lambda: ft.FinetuneConfig.paper_qlora(lrr=3e-4),
+    lambda: ft.FinetuneConfig.qlora_small_gpu(lrr=3e-4),
+    lambda: ft.FinetuneConfig.from_dict({"lrr": 3e-4}),
+    lambda: ft.FinetuneConfig().replace(lrr=3e-4),
+], ids=["preset", "cpu_default", "paper_qlora", "qlora_small_gpu", "from_dict", "replace"])
+def test_a_misspelt_setting_answers_did_you_mean_on_every_path(build):
+    with pytest.raises(ValueError, match=r"FinetuneConfig has no setting 'lrr' \(did you mean lr\?\); allowed: "):
+        build()
+
+
 def test_unknown_preset_names_the_allowed_ones():
     with pytest.raises(ValueError, match=r"FT_PRESET='paper-qlora'.*\['cpu', 'paper_qlora', 'qlora_small_gpu'\]"):
         ft.preset("paper-qlora")

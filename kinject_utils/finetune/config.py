@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..device import DTYPE_ALIASES, DTYPES
 from ..io import content_hash, read_json
 from ..settings import (
     SettingTypeError,
@@ -31,11 +32,8 @@ METHODS = ("qlora", "lora", "full")
 SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit")
 BUDGETS = ("epochs", "steps", "tokens")
-DTYPES = ("auto", "bfloat16", "float32", "float16")
 MAX_PAPER_EPOCHS = 5  # "at most 5 epochs" (paper, section 4.1)
 PAPER_BATCH = 64  # chunks per optimiser step (paper, section 4.1)
-
-_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclasses.dataclass
@@ -137,7 +135,7 @@ class FinetuneConfig:
         for name in ("method", "schedule", "optimizer", "budget", "dtype", "device"):
             if not isinstance(getattr(self, name), str):
                 raise SettingTypeError(f"FinetuneConfig.{name} must be a string, got {getattr(self, name)!r}")
-        self.dtype = _DTYPE_ALIASES.get(self.dtype.lower(), self.dtype.lower())
+        self.dtype = DTYPE_ALIASES.get(self.dtype.lower(), self.dtype.lower())
         for name, allowed in (("method", METHODS), ("schedule", SCHEDULES), ("optimizer", OPTIMIZERS),
                               ("budget", BUDGETS), ("dtype", DTYPES)):
             check_choice(self, name, allowed)
@@ -193,7 +191,8 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "FinetuneConfig":
-        """A validated copy with some settings changed."""
+        """A validated copy with some settings changed (a misspelt one answers "did you mean")."""
+        check_known_fields(type(self), changes, "FinetuneConfig.replace")
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -213,17 +212,17 @@ class FinetuneConfig:
         (paper) with the micro-batch and checkpointing chosen by the card's free memory; at most
         5 epochs (paper).
         """
-        return cls(**{**PRESETS["paper_qlora"], **overrides})
+        return preset("paper_qlora", **overrides)
 
     @classmethod
     def qlora_small_gpu(cls, **overrides: Any) -> "FinetuneConfig":
         """:meth:`paper_qlora` for 8-12 GB cards: micro-batch 2 x 32 with checkpointing (7B ~7 GiB)."""
-        return cls(**{**PRESETS["qlora_small_gpu"], **overrides})
+        return preset("qlora_small_gpu", **overrides)
 
     @classmethod
     def cpu_default(cls, **overrides: Any) -> "FinetuneConfig":
         """The embedded CPU recipe: LoRA r=16 alpha=32, lr 1e-3 constant, batch 8 (4 x 2), dtype auto."""
-        return cls(**{**PRESETS["cpu"], **overrides})
+        return preset("cpu", **overrides)
 
 
 # name -> settings; the notebooks' FT_PRESET picks one (checked by :func:`preset`).
@@ -241,10 +240,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides: Any) -> FinetuneConfig:
-    """The named preset with ``overrides`` applied.
+    """The named preset with ``overrides`` applied (notebook 03: ``preset(FT_PRESET, **FT_SETTINGS)``).
 
     Raises:
-        ValueError: ``name`` is not one of :data:`PRESETS` (the message lists them).
+        ValueError: ``name`` is not one of :data:`PRESETS` (the message lists them), or an override
+            is not a setting (the message names the closest one: "did you mean lr?").
     """
     if name not in PRESETS:
         raise ValueError(f"FT_PRESET={name!r} is not a known preset; use one of {sorted(PRESETS)} "
