@@ -68,8 +68,7 @@ def _defaults() -> dict[str, dict]:
 
 #: parameters two notebooks both declare that are per stage on purpose (one notebook's setting only)
 PER_STAGE = {"DEVICE": "each stage's device (02's local paraphraser and 04's embedder stay on the CPU)",
-             "BATCH_SIZE": "04 embeds, 05 scores, 07 trains", "EPOCHS": "03 and 07 are different studies",
-             "SWEEP": "03: which paraphrase counts to train; 05: whether to score them"}
+             "BATCH_SIZE": "04 embeds, 05 scores, 07 trains", "EPOCHS": "03 and 07 are different studies"}
 
 
 def test_notebook_defaults_are_the_default_study():
@@ -107,7 +106,7 @@ def test_settings_dataclasses_default_to_the_notebooks():
                                                           "BATCH_SIZE", "DEVICE")},
         ("05", GridConfig): {"K": "k", "MMLU_STYLE": "mmlu_style", "MMLU_SHOTS": "mmlu_shots", "MAX_QUESTIONS":
                              "max_questions", "BATCH_SIZE": "batch_size", "DTYPE": "dtype", "CONTEXT_TOKENS":
-                             "context_tokens", "SWEEP": "sweep", "K_SWEEP": "k_sweep"},
+                             "context_tokens", "SCORE_SWEEP": "sweep", "K_SWEEP": "k_sweep"},
         ("07", StudyConfig): {"N_PROMPTS": "n_prompts", "N_SAMPLES": "n_samples", "N_QUESTIONS": "per_relation",
                               "N_FICTIONAL": "n_fictional", "TRAIN_SIZE": "train_size", "UNKNOWN_SHARES": "shares",
                               "IDK_SHARE": "idk_share", "MIXED_SHARE": "mixed_share", "SINGLE_SIZE": "single_size",

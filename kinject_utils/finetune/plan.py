@@ -164,22 +164,27 @@ def plan_training(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, *,
 
 def plan_task(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str]], cfg: FinetuneConfig, *,
               sweep: Sequence[int] = (0,), n_par: int = 0, fixed_budget: str = "off",
-              results_dir: str | os.PathLike | None = None, budget_minutes: float = 30.0) -> list[dict[str, Any]]:
+              results_dir: str | os.PathLike | None = None, budget_minutes: float = 30.0,
+              tokenizer: Any = None) -> list[dict[str, Any]]:
     """:func:`plan_training` for every variant notebook 03 would train for one model x task.
 
     One warning (the total over every variant) when the task's plan exceeds ``budget_minutes``.
+    ``tokenizer``: the model's own is loaded when not given (the runner's ``--plan`` passes a stand-in
+    for a model whose files are not on this machine).
     """
     from .variants import tokenizer_for, variant_corpora
 
-    tok = tokenizer_for(model_name)
+    tok = tokenizer if tokenizer is not None else tokenizer_for(model_name)
     corpora, variants = variant_corpora(tok, task, paraphrases, cfg, sweep=sweep, n_par=n_par,
                                         fixed_budget=fixed_budget)
     plans = []
     for v in variants:
         vcfg = cfg if v.budget == "epochs" else cfg.replace(budget="steps", max_steps=v.max_steps)
-        plans.append(plan_training(model_name, corpora[v.n_paraphrases], vcfg, tokenizer=tok, results_dir=results_dir,
-                                   budget_minutes=budget_minutes, label=f"{model_name} / {task.name} / {v.name}",
-                                   warn=False))
+        plans.append({**plan_training(model_name, corpora[v.n_paraphrases], vcfg, tokenizer=tok,
+                                      results_dir=results_dir, budget_minutes=budget_minutes,
+                                      label=f"{model_name} / {task.name} / {v.name}", warn=False),
+                      "task": task.name, "variant": v.name, "n_paraphrases": v.n_paraphrases,
+                      "budget": v.budget, "sweep": v.sweep})
     total = sum(p["minutes"] for p in plans)
     if total > budget_minutes:
         worst = max(plans, key=lambda p: p["minutes"])

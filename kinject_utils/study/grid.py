@@ -115,7 +115,7 @@ def _method_for_variant(row: dict[str, str]) -> str | None:
 
 
 def plan_grid(results_dir: str | Path, models: list[str], tasks: dict[str, Any], cfg: GridConfig,
-              has_retrieval: Callable[[str], bool]) -> list[ScoreSpec]:
+              has_retrieval: Callable[[str], bool], adapters: list[dict[str, Any]] | None = None) -> list[ScoreSpec]:
     """List every cell to score, given the tasks on disk, the adapters notebook 03 wrote and retrieval.
 
     Args:
@@ -124,11 +124,13 @@ def plan_grid(results_dir: str | Path, models: list[str], tasks: dict[str, Any],
         tasks: task name -> loaded :class:`~kinject_utils.tasks.Task`.
         cfg: grid settings (``cfg.dtype`` should be resolved: it is part of each cell's cache key).
         has_retrieval: task name -> whether notebook 04 wrote retrieval results for it.
+        adapters: adapter-index rows; ``None`` reads the index notebook 03 wrote (a plan passes the
+            adapters it expects notebook 03 to train).
     """
     from ..finetune import read_adapter_index
 
     results_dir = Path(results_dir)
-    adapters = read_adapter_index(results_dir)
+    adapters = read_adapter_index(results_dir) if adapters is None else adapters
     specs: list[ScoreSpec] = []
     for model in models:
         for tname, task in tasks.items():
