@@ -21,7 +21,7 @@ def model_tokenizer(model: str) -> tuple[Any, str]:
     from transformers import AutoTokenizer
 
     from ..io import resolve_path
-    from ..models import cache_dir, get_spec, resolve_model_dir
+    from ..models import converted_model_dir, get_spec, resolve_model_dir
 
     spec = get_spec(model)
     try:
@@ -29,7 +29,7 @@ def model_tokenizer(model: str) -> tuple[Any, str]:
             where, revision = (str(resolve_path(model)) if resolve_path(model).exists() else model), None
         elif spec.source == "hub":
             where, revision = spec.hub_id, spec.revision or None
-        elif spec.source == "gguf" and not (cache_dir() / "models" / model / "config.json").exists():
+        elif spec.source == "gguf" and not (converted_model_dir(model) / "config.json").exists():
             raise FileNotFoundError(model)  # embedded but not converted yet: converting is notebook work
         else:
             where, revision = resolve_model_dir(model), None
