@@ -296,7 +296,6 @@ def test_qlora_nf4_paged_adamw_on_cuda(tiny_mistral, tmp_path):
 
 @pytest.mark.gpu
 def test_scoring_grid_on_cuda(tiny_mistral, tmp_path, monkeypatch):
-    import torch
 
     from kinject_utils.tasks import Question, Task
 
@@ -312,7 +311,8 @@ def test_scoring_grid_on_cuda(tiny_mistral, tmp_path, monkeypatch):
     def spy(specs, results_dir, tasks, cfg, load_model, *a, **k):
         def load(spec):
             m, t = load_model(spec)
-            seen.append({p.device.type for p in m.parameters()})
+            seen.append(({p.device.type for p in m.parameters()},
+                         str(next(p.dtype for p in m.parameters() if p.is_floating_point())).removeprefix("torch.")))
             return m, t
         return real(specs, results_dir, tasks, cfg, load, *a, **k)
 
@@ -321,11 +321,19 @@ def test_scoring_grid_on_cuda(tiny_mistral, tmp_path, monkeypatch):
                              progress=False)
     import pandas as pd
 
+    from kinject_utils.io import read_jsonl
+
     scores = pd.read_csv(path)
-    assert seen == [{"cuda"}] and len(scores) == 1 and 0 <= scores.score.item() <= 1
+    (devices, loaded_dtype), = seen
+    assert devices == {"cuda"} and len(scores) == 1
+    # the cell's score is its 8 questions' mean under the cell's metric, as the per-question file records them
+    per_q = list(read_jsonl(layout.per_question_jsonl(results)))
+    assert scores.n.item() == len(per_q) == 8
+    assert scores.score.item() == pytest.approx(np.mean([r[scores.metric.item()] for r in per_q]))
     costs = pd.read_csv(layout.costs_csv(results))
     assert costs.device.item() == "cuda" and costs.mem_source.item().startswith("cuda")
-    assert costs.dtype.item() == ("bfloat16" if torch.cuda.is_bf16_supported() else "float32")
+    assert costs.peak_mem_mb.item() > 0
+    assert costs.dtype.item() == loaded_dtype  # the label names the precision the model really ran in
 
 
 @pytest.mark.parametrize("method, expect", [("qlora", "nf4/bfloat16"), ("lora", "bfloat16")])
