@@ -88,3 +88,45 @@ def test_plan_counts_equal_what_the_tiny_run_produced(tmp_path):
     after = _plans(ROOT / "configs" / "tiny.yaml", extra)  # planned again from what the run wrote: the same
     assert {k: p.counts.get("cells", p.counts.get("adapters")) for k, p in after.items() if k in ("03", "05")} == \
         {k: p.counts.get("cells", p.counts.get("adapters")) for k, p in before.items() if k in ("03", "05")}
+
+
+def test_plan_07_counts_questions_answers_and_sets():
+    p = {"MODELS": ["smollm2-135m"], "DEVICE": "cpu", "N_QUESTIONS": 15, "N_FICTIONAL": 15, "N_PROMPTS": 4,
+         "N_SAMPLES": 3, "TRAIN_MODELS": ["best"], "UNKNOWN_SHARES": [0, 0.5, 1], "TRAIN_SIZE": 12,
+         "SINGLE_SIZE": 6, "EPOCHS": 6}
+    text = "\n".join(stages.plan_07(p).lines)
+    assert "~75 questions" in text and "~1,200 answers per model" in text  # (4 x 15 + 15) x 4 x (1 + 3)
+    assert "up to 7 sets of 12" in text and "6 epochs" in text
+
+
+def _news(n_docs: int = 4, n_q: int = 10) -> tasks.Task:
+    docs = [tasks.Document(f"d{i}", f"Story {i}", f"Story {i} says that the mayor of Town{i} opened a bridge. " * 3)
+            for i in range(n_docs)]
+    qs = [tasks.Question(f"q{i}", f"Who opened the bridge in Town{i % n_docs}?", ["the mayor", "a dog", "b", "c"], 0,
+                         source_doc_ids=[f"d{i % n_docs}"]) for i in range(n_q)]
+    return tasks.Task("fictional_news", qs, docs)
+
+
+def test_score_plan_counts_adapter_cells_only_for_the_models_03_trains(tmp_path):
+    """Model b is scored (05's MODELS) but not fine-tuned (03's MODELS): base and base+RAG only. Model a gets
+    FT-reg and FT-par (each with +RAG) and the sweep at fixed epochs and at FT-reg's steps."""
+    task = _news()
+    pars = {"fictional_news": {d.doc_id: [f"In Town{i} a bridge was opened by the mayor, version {j}." * 3
+                                          for j in range(10)] for i, d in enumerate(task.docs)}}
+    s03 = stages.finetune.FinetuneSettings(results_dir=str(tmp_path), models=["a"], tasks=["fictional_news"],
+                                           ft_tasks=[], n_par=2, sweep=[0, 2, 10], sweep_models=["a"])
+    p03 = stages.finetune.plan(s03, {"fictional_news": task}, pars, warn=False)
+    assert set(p03.counts["adapters"]) >= {"a / fictional_news / ft-reg", "a / fictional_news / ft-par",
+                                           "a / fictional_news / ft-par-10"}
+    s05 = stages.score.ScoreSettings(results_dir=str(tmp_path), models=["a", "b"], tasks=["fictional_news"])
+    cells = stages.score.plan(s05, {"fictional_news": task}, stages.finetune.planned_adapters(s03, p03),
+                              ["fictional_news"]).counts["cells"]
+    methods = {m: sorted(k.split(" / ")[2] for k in cells if k.startswith(f"{m} / ")) for m in ("a", "b")}
+    assert methods["b"] == ["base", "base+RAG"]
+    assert {"FT-reg", "FT-par", "FT-reg+RAG", "FT-par+RAG", "FT-par(0)", "FT-par(2)", "FT-par(10)"} <= set(methods["a"])
+    budgets = {k.split(" / ")[-1] for k in cells if "FT-par(10)" in k}
+    assert budgets == {"epochs", "steps"}, budgets  # the fixed-step twin of FT-par(10) is scored too
+    assert set(cells.values()) == {10}
+    no_sweep = stages.score.plan(dataclasses.replace(s05, score_sweep=False), {"fictional_news": task},
+                                 stages.finetune.planned_adapters(s03, p03), ["fictional_news"]).counts["cells"]
+    assert not any("FT-par(" in k for k in no_sweep)
