@@ -1,47 +1,30 @@
 """Figures and tables for notebook 06: ours beside the paper's.
 
 Each function takes the result files' tables (pandas DataFrames read from ``05_scores.csv``,
-``05_costs.csv``, ``03_train_loss.csv``, ``04_recall.csv``), writes one PNG and returns its path,
-or returns a Markdown string. The training-loss figure (notebooks 03 and 06) has its one owner
-here. Missing inputs give an empty-but-honest output ("no rows"), never a crash, so a partial run
-still renders what it has.
+``05_costs.csv``, ``03_train_loss.csv``, ``04_recall.csv``), writes one PNG through the one figure
+saver (:func:`kinject_utils.figures.save_figure`, byte-stable) and returns its path, or returns a
+Markdown string. The training-loss figure (notebooks 03 and 06) has its one owner here. Missing
+inputs give an empty-but-honest output ("no rows"), never a crash, so a partial run still renders
+what it has. The claims report is the claims engine's (:mod:`kinject_utils.study.claims`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_bytes
-from .study import CLAIMS, METHODS, PAPER_TABLE1, PAPER_TABLE2
+from .figures import pyplot, save_figure
+from .study import METHODS, PAPER_TABLE1, PAPER_TABLE2
 
-__all__ = ["table2_markdown", "table1_markdown", "fig_box_by_method", "fig_relative_gain",
-           "fig_train_loss", "fig_paraphrase_sweep", "fig_recall", "claims_markdown", "costs_markdown",
-           "relative_gain"]
+__all__ = ["table2_markdown", "table1_markdown", "accuracy_markdown", "fig_box_by_method", "fig_relative_gain",
+           "fig_train_loss", "fig_paraphrase_sweep", "fig_recall", "costs_markdown", "learned_markdown",
+           "chance_markdown", "relative_gain"]
 
 METHOD_ORDER = METHODS
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
-    _plt().close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def _axes(width: float = 7, height: float = 4) -> tuple[Any, Any]:
     """A new figure and its one axes."""
-    return _plt().subplots(figsize=(width, height))
+    return pyplot().subplots(figsize=(width, height))
 
 
 def _finish(fig: Any, ax: Any, path: str | Path, title: str, ylabel: str, xlabel: str = "",
@@ -53,7 +36,7 @@ def _finish(fig: Any, ax: Any, path: str | Path, title: str, ylabel: str, xlabel
         ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _main_rows(scores: Any) -> Any:
@@ -105,6 +88,23 @@ def table1_markdown(scores: Any) -> str:
     for (shots, model), subj in PAPER_TABLE1.items():
         for subject, row in subj.items():
             lines.append(f"| {model} (paper) | {shots} | {subject} | " + " | ".join(_fmt(row[m]) for m in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_markdown(scores: Any) -> str:
+    """The headline table (README): accuracy per method for each model, task and shots, in run order.
+
+    Each task's primary metric (``score``: cloze ``acc_norm``, letter ``acc``); intervals are in
+    :func:`table2_markdown`. A method a cell did not score shows "–".
+    """
+    lines = ["| model | task | shots | n | " + " | ".join(METHOD_ORDER) + " |", "|---" * (4 + len(METHOD_ORDER)) + "|"]
+    s = _main_rows(scores)
+    if s is None or not len(s):
+        return "\n".join(lines + ["| no scores yet (run notebook 05) |" + " |" * (3 + len(METHOD_ORDER))]) + "\n"
+    for (model, task, shots), g in s.groupby(["model", "task", "shots"], sort=False):
+        by = dict(zip(g["method"], g["score"]))
+        lines.append(f"| {model} | {task} | {shots} | {int(g['n'].max())} | "
+                     + " | ".join(f"{by[m]:.3f}" if m in by else "–" for m in METHOD_ORDER) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -200,36 +200,6 @@ def fig_recall(recall: Any, path: str | Path) -> Path:
         ax.set_ylim(0, 1.02)
     return _finish(fig, ax, path, "Retrieval recall", "recall@K of the source document", "K (passages retrieved)",
                    empty=None if has else "no retrieval diagnostics")
-
-
-_HOLDS = {True: "yes", False: "no", None: "undecided"}
-
-
-def claims_markdown(claims: list[dict]) -> str:
-    """The claims check as Markdown: verdict per claim and the comparisons that decided it."""
-    lines = ["# Claims check", "",
-             "A comparison counts when the paired 95% bootstrap interval of the accuracy difference "
-             "(same questions) excludes 0; \"A beats B\" is undecided while the interval contains 0 "
-             "(the run cannot tell). Verdicts: supported (every comparison holds), not supported (none "
-             "does), undecided (none is decided), supported / not supported where decided (the decided "
-             "ones agree, the rest are undecided), mixed (some hold, some fail).", ""]
-    for c in claims:
-        lines.append(f"## Claim {c['claim']}: {CLAIMS[c['claim']]} — **{c['verdict']}**")
-        lines.append("")
-        if c["evidence"]:
-            lines.append("| model | task | shots | A | B | acc A | acc B | diff [95% CI] | p (McNemar) | holds |")
-            lines.append("|---|---|---|---|---|---|---|---|---|---|")
-            for e in c["evidence"]:
-                lines.append(f"| {e['model']} | {e['task']} | {e['shots']} | {e['a']} | {e['b']} | "
-                             f"{e['acc_a']:.3f} | {e['acc_b']:.3f} | {e['diff']:+.3f} [{e['diff_lo']:+.3f}, "
-                             f"{e['diff_hi']:+.3f}] | {e['p_value']:.3g} | {_HOLDS[e['holds']]} |")
-        else:
-            lines.append("No cells of this run compare these methods.")
-        for sw in c.get("sweep", []):
-            lines.append(f"\nSweep {sw['model']} {sw['task']} ({sw['budget'] or 'epochs'}): N={sw['n_paraphrases']} "
-                         f"acc={sw['score']}, Spearman {sw['spearman']:.2f}, monotone: {sw['monotone']}")
-        lines.append("")
-    return "\n".join(lines)
 
 
 _COST_HEADERS = [("method", "method"), ("cells", "cells"), ("score_wall_s", "scoring s"), ("load_wall_s", "loading s"),

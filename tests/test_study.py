@@ -174,7 +174,7 @@ def test_claims_follow_the_data(tmp_path):
     _, claims = _claims(tmp_path, _fake_run(tmp_path, accs))
     assert claims[2]["verdict"] in ("mixed", "not supported")
     assert claims[3]["verdict"] == "not supported"
-    md = plots.claims_markdown(list(claims.values()))
+    md = study.claims_markdown(list(claims.values()))
     assert "Claim 2" in md and "diff [95% CI]" in md
 
 
@@ -244,6 +244,9 @@ def test_figures_and_tables_render(tmp_path):
     assert "m (ours)" in t2 and "mistral-7b (paper)" in t2 and "0.875" in t2
     gain = plots.relative_gain(scores)
     assert gain.loc[gain.method == "base+RAG", "gain"].item() == pytest.approx(1.0)
+    acc = plots.accuracy_markdown(scores).splitlines()  # the README's table: one row per cell, "–" where unscored
+    assert acc[2] == "| m | fictional_news | 0 | 40 | 0.500 | 1.000 | – | – | – | – |"
+    assert "no scores yet" in plots.accuracy_markdown(None)
 
 
 def test_claim4_needs_a_monotone_sweep(tmp_path):
@@ -374,7 +377,7 @@ def test_a_comparison_whose_interval_contains_0_is_undecided_not_contradicted(tm
     (e,) = claims[4]["evidence"]
     assert e["diff_lo"] <= 0 < e["diff_hi"] and e["holds"] is None
     assert claims[4]["verdict"] == "undecided"
-    assert "| undecided |" in plots.claims_markdown(list(claims.values()))
+    assert "| undecided |" in study.claims_markdown(list(claims.values()))
     accs["FT-par"] = [0] * n  # now clearly worse: contradicted
     _, claims = _claims(tmp_path, _fake_run(tmp_path, accs))
     assert claims[4]["evidence"][0]["holds"] is False and claims[4]["verdict"] == "not supported"
@@ -382,7 +385,7 @@ def test_a_comparison_whose_interval_contains_0_is_undecided_not_contradicted(tm
 
 def test_verdicts_name_what_was_decided():
     """Decided comparisons that agree, beside undecided ones, give 'supported/not supported where decided'."""
-    from kinject_utils.study.claims import _verdict
+    from kinject_utils.claims import verdict as _verdict
 
     assert _verdict([True, True]) == "supported" and _verdict([False]) == "not supported"
     assert _verdict([None, None]) == "undecided" and _verdict([]) == "untested"

@@ -9,7 +9,9 @@
 4. MaybeKnown-only training is the best single-category set (paired against each other set).
 
 Each is *supported* (interval(s) on the claimed side of 0), *not supported* (an interval on the
-other side) or *undecided*. Intervals: 95% percentile bootstrap, :func:`kinject_utils.scoring.paired_test`.
+other side) or *undecided*: the claims engine's rule (:func:`kinject_utils.claims.decide`), parts of
+one finding gathered by :func:`~kinject_utils.claims.verdict_all` (every part must hold). Intervals: the
+engine's 95% percentile bootstrap, paired where both sides answer the same test questions.
 Also writes ``07_slick.csv`` (:func:`write_slick_csv`).
 """
 from __future__ import annotations
@@ -17,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..io import atomic_write_text, write_csv
-from ..scoring import paired_test
+from ..claims import decide, fmt_ci, md_row, md_table, mean_ci, paired_test, two_sample_ci, verdict_all, write_claims
+from ..io import write_csv
 from .sets import IDK, share_name
 from .slick import KNOWN
 
@@ -54,29 +56,6 @@ def test_vector(rows: Sequence[dict], model: str, name: str, epoch: int, split: 
     return [c for _, c in got]
 
 
-def _boot_mean(x, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
-    import numpy as np
-
-    x = np.asarray(x, dtype=float)
-    m = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(m, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
-def _verdict(lo: float, hi: float, want_positive: bool) -> str:
-    if (lo > 0) if want_positive else (hi < 0):
-        return "supported"
-    if (hi < 0) if want_positive else (lo > 0):
-        return "not supported"
-    return "undecided"
-
-
-def _combine(parts: Sequence[str]) -> str:
-    if "not supported" in parts:
-        return "not supported"
-    return "supported" if parts and all(p == "supported" for p in parts) else "undecided"
-
-
 def finding_1(rows: Sequence[dict], model: str, shares: Sequence[float]) -> dict:
     """Lowest vs highest Unknown share, at early stop and at convergence; and the drop's difference."""
     lo_s, hi_s = share_name(min(shares)), share_name(max(shares))
@@ -91,11 +70,11 @@ def finding_1(rows: Sequence[dict], model: str, shares: Sequence[float]) -> dict
     (a_es, b_es), (a_cv, b_cv) = vecs["early stop"], vecs["convergence"]
     dod = [(ac - bc) - (ae - be) for ae, be, ac, bc in zip(a_es, b_es, a_cv, b_cv)]
     out["dod"] = sum(dod) / len(dod)
-    out["dod_lo"], out["dod_hi"] = _boot_mean(dod)
+    out["dod_lo"], out["dod_hi"] = mean_ci(dod, n_boot=N_BOOT)
     conv = out["rows"][1]
-    out["parts"] = [_verdict(conv["diff_lo"], conv["diff_hi"], want_positive=False),
-                    _verdict(out["dod_lo"], out["dod_hi"], want_positive=True)]
-    out["verdict"] = _combine(out["parts"])
+    decisions = [decide(conv["diff_lo"], conv["diff_hi"], "worse"), decide(out["dod_lo"], out["dod_hi"], "better")]
+    out["parts"] = [verdict_all([d]) for d in decisions]
+    out["verdict"] = verdict_all(decisions)
     return out
 
 
@@ -117,19 +96,15 @@ def first_fit(rows: Sequence[dict], model: str, name: str) -> dict[str, list[int
 
 def finding_2(rows: Sequence[dict], model: str, name: str, seed: int = 0) -> dict:
     """Mean first-fit epoch, Unknown minus Known, in one mixed set (two-sample bootstrap)."""
-    import numpy as np
-
     ff = first_fit(rows, model, name)
     unk, known = ff.get("Unknown", []), [e for c in KNOWN for e in ff.get(c, [])]
     out = {"model": model, "set": name, "n_unknown": len(unk), "n_known": len(known)}
     if not unk or not known:
         return {**out, "verdict": "undecided", "why": "the set lacks Unknown or Known examples"}
-    rng = np.random.default_rng(seed)
-    u, k = np.asarray(unk, float), np.asarray(known, float)
-    d = (u[rng.integers(0, len(u), (N_BOOT, len(u)))].mean(1) - k[rng.integers(0, len(k), (N_BOOT, len(k)))].mean(1))
-    lo, hi = (float(x) for x in np.quantile(d, [0.025, 0.975]))
-    return {**out, "unknown": float(u.mean()), "known": float(k.mean()), "diff": float(u.mean() - k.mean()),
-            "diff_lo": lo, "diff_hi": hi, "verdict": _verdict(lo, hi, want_positive=True)}
+    lo, hi = two_sample_ci(unk, known, n_boot=N_BOOT, seed=seed)
+    u, k = sum(unk) / len(unk), sum(known) / len(known)
+    return {**out, "unknown": u, "known": k, "diff": u - k, "diff_lo": lo, "diff_hi": hi,
+            "verdict": verdict_all([decide(lo, hi, "better")])}
 
 
 def finding_3(rows: Sequence[dict], model: str, shares: Sequence[float], idk_share: float) -> dict:
@@ -165,28 +140,14 @@ def finding_4(rows: Sequence[dict], model: str, single: Sequence[str], stop: str
     if best not in single or not others:
         return {**out, "verdict": "undecided", "why": "no MaybeKnown-only set, or nothing to compare it with"}
     m = test_vector(rows, model, best, stop_epochs(rows, model, best)[idx])
-    parts = []
+    decisions = []
     for s in others:
         o = test_vector(rows, model, s, stop_epochs(rows, model, s)[idx])
         t = paired_test(o, m, n_boot=N_BOOT)
         out["rows"].append({"other": s, **t})
-        parts.append(_verdict(t["diff_lo"], t["diff_hi"], want_positive=True))
-    out["verdict"] = _combine(parts)
+        decisions.append(decide(t["diff_lo"], t["diff_hi"], "better"))
+    out["verdict"] = verdict_all(decisions)
     return out
-
-
-def _ci(d: dict, key: str = "diff") -> str:
-    return f"{d[key]:+.3f} [{d[key + '_lo']:+.3f}, {d[key + '_hi']:+.3f}]"
-
-
-def _row(*cells) -> str:
-    """One Markdown table row."""
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(title: str, columns: Sequence[str], rows: Sequence[str]) -> list[str]:
-    """A ``##`` section holding one table: blank line, title, header, rule, the rows."""
-    return ["", f"## {title}", "", _row(*columns), "|" + "---|" * len(columns), *rows]
 
 
 def claims_markdown(f1: list[dict], f2: list[dict], f3: list[dict], f4: list[dict], header: str = "") -> str:
@@ -194,30 +155,31 @@ def claims_markdown(f1: list[dict], f2: list[dict], f3: list[dict], f4: list[dic
     L = ["# New-knowledge findings (Gekhman et al. 2024)", "",
          "A comparison counts when its 95% bootstrap interval excludes 0 (paired on the same test questions "
          "where both sides answer the same questions).", "", header]
-    L += _table("Finding 1: test accuracy falls as the Unknown share rises, more at convergence",
+    L += md_table("Finding 1: test accuracy falls as the Unknown share rises, more at convergence",
                 ("model", "A", "B", "stop", "epochs (A, B)", "acc A", "acc B", "B - A [95% CI]", "p (McNemar)"),
-                [_row(f["model"], f["a"], f["b"], r["stop"], f"{r['epoch_a']}, {r['epoch_b']}", f"{r['acc_a']:.3f}",
-                      f"{r['acc_b']:.3f}", _ci(r), f"{r['p_mcnemar']:.3g}") for f in f1 for r in f["rows"]])
-    L += [""] + [f"- {f['model']}: drop at convergence minus drop at early stop {_ci(f, 'dod')}; parts "
+                [md_row(f["model"], f["a"], f["b"], r["stop"], f"{r['epoch_a']}, {r['epoch_b']}", f"{r['acc_a']:.3f}",
+                      f"{r['acc_b']:.3f}", fmt_ci(r), f"{r['p_mcnemar']:.3g}") for f in f1 for r in f["rows"]])
+    L += [""] + [f"- {f['model']}: drop at convergence minus drop at early stop {fmt_ci(f, 'dod')}; parts "
                  f"(falls at convergence, falls more than at early stop): {', '.join(f['parts'])} -> "
                  f"**{f['verdict']}**" for f in f1]
-    L += _table("Finding 2: Unknown examples are fitted more slowly than Known ones",
+    L += md_table("Finding 2: Unknown examples are fitted more slowly than Known ones",
                 ("model", "set", "n Unknown", "n Known", "first-fit epoch Unknown", "Known", "Unknown - Known [95% CI]",
                  "verdict"),
-                [_row(f["model"], f["set"], f["n_unknown"], f["n_known"],
-                      *((f"{f['unknown']:.2f}", f"{f['known']:.2f}", _ci(f)) if "diff" in f else ("-", "-", f["why"])),
+                [md_row(f["model"], f["set"], f["n_unknown"], f["n_known"],
+                        *((f"{f['unknown']:.2f}", f"{f['known']:.2f}", fmt_ci(f)) if "diff" in f
+                          else ("-", "-", f["why"])),
                       f"**{f['verdict']}**") for f in f2])
-    L += _table("Finding 3: relabelling Unknown answers as \"I don't know\" removes most of the harm",
+    L += md_table("Finding 3: relabelling Unknown answers as \"I don't know\" removes most of the harm",
                 ("model", "plain", "IDK", "acc plain", "acc IDK", "IDK - plain [95% CI]", "harm (lowest share - plain)",
                  "IDK answers on test", "verdict"),
-                [_row(f["model"], f["plain"], f["idk"],
-                      *((f"{f['acc_a']:.3f}", f"{f['acc_b']:.3f}", _ci(f), f"{f['harm']:+.3f}", f"{f['abstain']:.2f}")
-                        if "diff" in f else ("-",) * 5),
+                [md_row(f["model"], f["plain"], f["idk"],
+                        *((f"{f['acc_a']:.3f}", f"{f['acc_b']:.3f}", fmt_ci(f), f"{f['harm']:+.3f}",
+                           f"{f['abstain']:.2f}") if "diff" in f else ("-",) * 5),
                       f"**{f['verdict']}**" + (f" ({f['why']})" if "why" in f else "")) for f in f3])
-    L += _table("Finding 4: MaybeKnown-only is the best single-category training set",
+    L += md_table("Finding 4: MaybeKnown-only is the best single-category training set",
                 ("model", "stop", "other set", "acc other", "acc MaybeKnown", "MaybeKnown - other [95% CI]",
                  "p (McNemar)"),
-                [_row(f["model"], f["stop"], r["other"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", _ci(r),
+                [md_row(f["model"], f["stop"], r["other"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", fmt_ci(r),
                       f"{r['p_mcnemar']:.3g}") for f in f4 for r in f["rows"]])
     L += [""] + [f"- {f['model']} ({f['stop']}): **{f['verdict']}**{' - ' + f['why'] if 'why' in f else ''}"
                  for f in f4]
@@ -235,5 +197,5 @@ def check_findings(rows: Sequence[dict], models: Sequence[str], shares: Sequence
            "f4": [finding_4(rows, m, single.get(m, []), stop) for m in trained
                    for stop in ("early stop", "convergence")]}
     if path is not None:
-        atomic_write_text(path, claims_markdown(res["f1"], res["f2"], res["f3"], res["f4"], header))
+        write_claims(res, claims_markdown(res["f1"], res["f2"], res["f3"], res["f4"], header), path)
     return res

@@ -1,6 +1,7 @@
 """Notebook 07's tables and figures: category counts, training curves, accuracy against % Unknown, IDK.
 
-Every function takes the rows the pipeline returns (SliCK rows, SFT rows) and draws one figure;
+Every function takes the rows the pipeline returns (SliCK rows, SFT rows) and draws one figure,
+written by the one figure saver (:func:`kinject_utils.figures.save_figure`, byte-stable PNGs);
 :func:`accuracy_table` is the long table behind the curves.
 """
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..io import atomic_write_bytes
+from ..figures import pyplot, save_figure
 from .claims import stop_epochs
 from .sets import share_name
 from .slick import CATEGORIES, KNOWN
@@ -25,27 +26,19 @@ def accuracy_table(rows: Sequence[dict]):
 
 
 def _finish(fig, ax, path: str | Path, title: str, ylabel: str, xlabel: str = "", legend_size: int = 8) -> Path:
-    """Label the axes, add the legend, lay out, and write the PNG atomically (120 dpi)."""
-    import io
-
-    import matplotlib.pyplot as plt
-
+    """Label the axes, add the legend, lay out, and save."""
     if xlabel:
         ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=legend_size)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path)
 
 
 def plot_counts(counts_by_model: dict[str, dict[str, int]], path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    """Questions per SliCK category, one group of bars per model: which model knows enough to fine-tune."""
+    fig, ax = pyplot().subplots(figsize=(6, 3.2))
     models = list(counts_by_model)
     w = 0.8 / len(CATEGORIES)
     for i, c in enumerate(CATEGORIES):
@@ -57,16 +50,20 @@ def plot_counts(counts_by_model: dict[str, dict[str, int]], path: str | Path) ->
 
 def plot_train_curves(table, model: str, name: str, path: str | Path) -> Path:
     """Training accuracy per category against epoch for one run (the paper's Figure 1 analogue)."""
-    import matplotlib.pyplot as plt
-
     t = table[(table.model == model) & (table.set == name) & (table.split == "train")]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = pyplot().subplots(figsize=(5, 3.2))
     for c in CATEGORIES:
         s = t[t.category == c].sort_values("epoch")
         if len(s):
             ax.plot(s.epoch, s.acc, marker="o", label=f"{c} (n={int(s.n.iloc[0])})")
     ax.set_ylim(-0.05, 1.05)
     return _finish(fig, ax, path, title=f"{model}: fitting {name}", ylabel="training accuracy", xlabel="epoch")
+
+
+def epoch_table(table, split: str, category: Sequence[str]):
+    """Accuracy per model, set and category (rows) after each epoch (columns), for one split; 3 decimals."""
+    t = table[(table.split == split) & table.category.isin(category)]
+    return t.pivot_table(index=["model", "set", "category"], columns="epoch", values="acc").round(3)
 
 
 def _acc_at(table, rows, model: str, name: str, idx: int, category: str = "all") -> float:
@@ -79,9 +76,7 @@ def _acc_at(table, rows, model: str, name: str, idx: int, category: str = "all")
 def plot_share_curve(table, rows, models: Sequence[str], shares: Sequence[float], path: str | Path,
                      idk_share: float | None = None) -> Path:
     """Test accuracy against % Unknown at early stop and convergence (IDK variant as separate markers)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.4))
     for m in models:
         if not (table.model == m).any():
             continue
@@ -98,9 +93,7 @@ def plot_share_curve(table, rows, models: Sequence[str], shares: Sequence[float]
 
 def plot_single(table, rows, model: str, names: Sequence[str], path: str | Path) -> Path:
     """Test accuracy of the single-category sets (early stop and convergence)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.2))
     for idx, stop in enumerate(("early stop", "convergence")):
         ax.bar([i + idx * 0.4 for i in range(len(names))], [_acc_at(table, rows, model, n, idx) for n in names],
                width=0.4, label=stop)

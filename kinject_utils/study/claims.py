@@ -1,30 +1,54 @@
-"""The claims check of notebook 06: does this run support each of the paper's five claims?
+"""The five claims of Ovadia et al. (2023) as notebook 06 tests them, decided by :mod:`kinject_utils.claims`.
 
-A comparison "A beats B" counts as supported when a paired test on the same questions gives a
-positive difference whose 95% bootstrap interval excludes 0, as contradicted when the interval lies
-below 0, and as undecided when it contains 0 (the run is too small to tell). Each cell's correctness is read in
-the primary metric of its scoring style (:func:`~kinject_utils.study.paper.metric_for`), the same
-rule the score table and the paper tables use.
+Each claim is a declared :class:`PaperClaim`: the comparisons (A, B, what must hold of acc(A) - acc(B))
+made in every (model, task, shots) cell that scored both methods, and for claim 4 the paraphrase
+sweep's rise. The rule that decides a comparison by its 95% paired interval, and the verdict that
+gathers them, are the claims engine's (:func:`kinject_utils.claims.decide`, :func:`~kinject_utils.claims.verdict`).
+Each cell's correctness is read in the primary metric of its scoring style
+(:func:`~kinject_utils.study.paper.metric_for`), the same rule the score table and the paper tables use.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from ..claims import HOLDS, anchor, decide, fmt_ci, paired_test, verdict
 from .paper import CLAIMS, metric_for
 
-__all__ = ["check_claims", "PAIRS", "FIXED_STEPS"]
+__all__ = ["check_claims", "claims_markdown", "PaperClaim", "PAPER_CLAIMS", "FIXED_STEPS"]
 
 #: suffix of a sweep cell trained for FT-reg's number of steps (variant ``ft-par-N-fixed``)
 FIXED_STEPS = "fixed-steps"
 
-# claim -> comparisons (A, B, what must hold of acc(A) - acc(B))
-PAIRS = {
-    1: [("base+RAG", "base", "better")],
-    2: [("base+RAG", "FT-reg", "better"), ("base+RAG", "FT-par", "better")],
-    3: [("FT-reg", "base", "small")],
-    4: [("FT-par", "FT-reg", "better"), ("FT-par(10)", "FT-reg", "better")],  # FT-par(10): the paper's N
-    5: [("FT-reg+RAG", "base+RAG", "not_better"), ("FT-par+RAG", "base+RAG", "not_better")],
-}
+
+@dataclasses.dataclass(frozen=True)
+class PaperClaim:
+    """One of the paper's claims, as comparisons this run can make.
+
+    Attributes:
+        number: the claim's number (its text is ``CLAIMS[number]``).
+        pairs: ``(A, B, want)``: methods compared in every cell that scored both; ``want`` is a key of
+            :data:`kinject_utils.claims.WANTS`.
+        sweep: the claim also says accuracy rises with the number of paraphrases, so each paraphrase
+            sweep (3 or more points) adds one decision: does it rise monotonically.
+    """
+
+    number: int
+    pairs: tuple[tuple[str, str, str], ...]
+    sweep: bool = False
+
+    @property
+    def text(self) -> str:
+        return CLAIMS[self.number]
+
+
+PAPER_CLAIMS = (
+    PaperClaim(1, (("base+RAG", "base", "better"),)),
+    PaperClaim(2, (("base+RAG", "FT-reg", "better"), ("base+RAG", "FT-par", "better"))),
+    PaperClaim(3, (("FT-reg", "base", "small"),)),
+    PaperClaim(4, (("FT-par", "FT-reg", "better"), ("FT-par(10)", "FT-reg", "better")), sweep=True),  # the paper's N
+    PaperClaim(5, (("FT-reg+RAG", "base+RAG", "not_better"), ("FT-par+RAG", "base+RAG", "not_better"))),
+)
 
 
 def _styles(scores: Any) -> dict[tuple, str]:
@@ -50,42 +74,6 @@ def _by_cell(scores: Any, per_question: list[dict]) -> dict[tuple, dict[str, flo
     return out
 
 
-def _holds(e: dict) -> bool | None:
-    """Whether one comparison goes the way the claim says (``e["want"]``), by its 95% interval.
-
-    ``None``: the run cannot tell. "A beats B" holds when the interval of acc(A) - acc(B) lies
-    above 0, fails when it lies below 0, and is undecided when it contains 0. "Not better" and
-    "barely helps" are claims of no (large) gain: they hold unless the interval shows one.
-    """
-    lo, hi, w = e["diff_lo"], e["diff_hi"], e["want"]
-    if w == "better":
-        return True if lo > 0 else (False if hi < 0 else None)
-    if w == "not_better":
-        return not lo > 0
-    if w == "small":  # "barely helps": no significant gain above 5 points
-        return hi < 0.05 or not lo > 0.05
-    raise ValueError(w)
-
-
-def _verdict(ok: list[bool | None]) -> str:
-    """The claim's verdict from its comparisons (``True`` holds, ``False`` fails, ``None`` undecided).
-
-    supported (all hold), not supported (all fail), undecided (none decided); where only some are
-    decided and those agree, "supported where decided" / "not supported where decided" (nothing in
-    the run goes against it, and the undecided ones are named in the evidence); mixed when some hold
-    and some fail.
-    """
-    if not ok:
-        return "untested"
-    decided = [o for o in ok if o is not None]
-    if not decided:
-        return "undecided"
-    if all(decided) or not any(decided):
-        verdict = "supported" if all(decided) else "not supported"
-        return verdict if len(decided) == len(ok) else verdict + " where decided"
-    return "mixed"
-
-
 def _sweep(scores: Any) -> list[dict]:
     """Claim 4's second half: accuracy over the paraphrase sweep, with Spearman's rho and monotonicity."""
     from ..scoring import spearman
@@ -103,6 +91,30 @@ def _sweep(scores: Any) -> list[dict]:
     return out
 
 
+def _comparisons(by_cell: dict[tuple, dict[str, float]], claim: PaperClaim, seed: int) -> list[dict]:
+    """Every comparison of ``claim`` this run can make: one per cell and pair, each with its decision."""
+    def cell(model: str, task: str, shots: int, method: str) -> dict[str, float] | None:
+        return next((v for k_, v in by_cell.items() if k_[:4] == (model, task, shots, method)), None)
+
+    out, seen = [], set()
+    for (m, t, s) in sorted({k_[:3] for k_ in by_cell}):
+        for a, b, want in claim.pairs:
+            ca, cb = cell(m, t, s, a), cell(m, t, s, b)
+            same = (m, t, s, b, tuple(sorted((ca or {}).items())))
+            if ca is None or cb is None or same in seen:  # one adapter under two labels (N_PAR 10: FT-par is
+                continue                                  # FT-par(10)): compared once
+            seen.add(same)
+            ids = sorted(set(ca) & set(cb))
+            # paired_test(x, y) reports y - x: pass (b, a) so diff = acc(a) - acc(b)
+            res = paired_test([cb[i] for i in ids], [ca[i] for i in ids], seed=seed)
+            e = {"model": m, "task": t, "shots": s, "a": a, "b": b, "n": len(ids), "acc_a": res["acc_b"],
+                 "acc_b": res["acc_a"], "diff": res["diff"], "diff_lo": res["diff_lo"], "diff_hi": res["diff_hi"],
+                 "p_value": res["p_mcnemar"], "want": want}
+            e["holds"] = decide(e["diff_lo"], e["diff_hi"], want)
+            out.append(e)
+    return out
+
+
 def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[dict]:
     """Decide, for each of the paper's five claims, whether this run supports it.
 
@@ -112,42 +124,48 @@ def check_claims(scores: Any, per_question: list[dict], seed: int = 0) -> list[d
 
     Returns:
         One dict per claim: claim, text, verdict (supported / not supported [where decided] / undecided /
-        mixed / untested), evidence (every comparison it rests on, with ``holds``); claim 4 also has ``sweep``.
+        mixed / untested), evidence (every comparison it rests on, with ``holds``); a claim about the
+        sweep (4) also has ``sweep``, whose ``monotone`` counts as one more decision.
     """
-    from ..scoring import paired_test
-
     by_cell = _by_cell(scores, per_question)
-
-    def compare(model, task, shots, a, b):
-        ca = next((v for k_, v in by_cell.items() if k_[:4] == (model, task, shots, a)), None)
-        cb = next((v for k_, v in by_cell.items() if k_[:4] == (model, task, shots, b)), None)
-        if ca is None or cb is None:
-            return None
-        ids = sorted(set(ca) & set(cb))
-        # paired_test(x, y) reports y - x: pass (b, a) so diff = acc(a) - acc(b)
-        res = paired_test([cb[i] for i in ids], [ca[i] for i in ids], seed=seed)
-        return {"_same": (model, task, shots, b, tuple(sorted(ca.items()))),
-                "model": model, "task": task, "shots": shots, "a": a, "b": b, "n": len(ids),
-                "acc_a": res["acc_b"], "acc_b": res["acc_a"], "diff": res["diff"],
-                "diff_lo": res["diff_lo"], "diff_hi": res["diff_hi"], "p_value": res["p_mcnemar"]}
-
-    combos = sorted({k_[:3] for k_ in by_cell})
+    sweep = _sweep(scores)
     out = []
-    for num, comps in PAIRS.items():
-        evid, seen = [], set()
-        for (m, t, s) in combos:
-            for a, b, want in comps:
-                e = compare(m, t, s, a, b)
-                same = e.pop("_same") if e else None
-                if e and same not in seen:  # one adapter under two labels (N_PAR 10: FT-par is FT-par(10)): once
-                    seen.add(same)
-                    e["want"] = want
-                    e["holds"] = _holds(e)
-                    evid.append(e)
-        out.append({"claim": num, "text": CLAIMS[num], "verdict": _verdict([e["holds"] for e in evid]),
-                    "evidence": evid})
-    mono = _sweep(scores)
-    out[3]["sweep"] = mono
-    if mono:  # claim 4 has two halves: FT-par > FT-reg, and a monotone rise over the sweep
-        out[3]["verdict"] = _verdict([e["holds"] for e in out[3]["evidence"]] + [m["monotone"] for m in mono])
+    for claim in PAPER_CLAIMS:
+        evid = _comparisons(by_cell, claim, seed)
+        c = {"claim": claim.number, "text": claim.text, "evidence": evid}
+        decisions = [e["holds"] for e in evid]
+        if claim.sweep:
+            c["sweep"] = sweep
+            decisions += [m["monotone"] for m in sweep]
+        c["verdict"] = verdict(decisions)
+        out.append(c)
     return out
+
+
+_PREAMBLE = ("A comparison counts when the paired 95% bootstrap interval of the accuracy difference "
+             "(same questions) excludes 0; \"A beats B\" is undecided while the interval contains 0 "
+             "(the run cannot tell). Verdicts: supported (every comparison holds), not supported (none "
+             "does), undecided (none is decided), supported / not supported where decided (the decided "
+             "ones agree, the rest are undecided), mixed (some hold, some fail).")
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    """``06_claims.md``: verdict per claim (each section anchored for links) and the comparisons that decided it."""
+    lines = ["# Claims check", "", _PREAMBLE, ""]
+    for c in claims:
+        lines += [f'<a id="{anchor(c["claim"])}"></a>', "",
+                  f"## Claim {c['claim']}: {c['text']} — **{c['verdict']}**", ""]
+        if c["evidence"]:
+            lines.append("| model | task | shots | A | B | acc A | acc B | diff [95% CI] | p (McNemar) | holds |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|")
+            for e in c["evidence"]:
+                lines.append(f"| {e['model']} | {e['task']} | {e['shots']} | {e['a']} | {e['b']} | "
+                             f"{e['acc_a']:.3f} | {e['acc_b']:.3f} | {fmt_ci(e)} | {e['p_value']:.3g} | "
+                             f"{HOLDS[e['holds']]} |")
+        else:
+            lines.append("No cells of this run compare these methods.")
+        for sw in c.get("sweep", []):
+            lines.append(f"\nSweep {sw['model']} {sw['task']} ({sw['budget'] or 'epochs'}): N={sw['n_paraphrases']} "
+                         f"acc={sw['score']}, Spearman {sw['spearman']:.2f}, monotone: {sw['monotone']}")
+        lines.append("")
+    return "\n".join(lines)
