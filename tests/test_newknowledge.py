@@ -155,6 +155,70 @@ def test_finding_1_verdicts():
     assert r["verdict"] == "supported"
     r = finding_1(_sft_rows({"unknown-000": [0.5, 0.5], "unknown-100": [0.8, 0.9]}), "m", [0, 1])
     assert r["verdict"] == "not supported"
+    # falls at convergence, but no more than at early stop: one part undecided leaves the finding undecided
+    r = finding_1(_sft_rows({"unknown-000": [0.9, 0.9], "unknown-100": [0.2, 0.2]}), "m", [0, 1])
+    assert r["parts"] == ["supported", "undecided"] and r["verdict"] == "undecided"
+
+
+def _fake_pipeline(monkeypatch, counts_by_model):
+    """Stand-ins for loading, categorising and training, so the notebook-07 helpers run without a model."""
+    from kinject_utils.newknowledge import study as nkstudy
+
+    def categorise_model(m, facts, cfg, results_dir):
+        return [{"model": m, "id": f"q{i}", "relation": f"rel{i % 2}", "category": c}
+                for i, c in enumerate(c for c in CATEGORIES for _ in range(counts_by_model[m][c]))]
+
+    def train_model(m, facts, slick_rows, cfg, results_dir, loaded):
+        assert loaded == ("model", m) and all(r["model"] == m for r in slick_rows)
+        rows = [{"model": m, "set": s, "epoch": 1, "split": "test", "id": "t", "category": "Unknown", "correct": 1}
+                for s in ("unknown-000", "only-Unknown")]
+        return rows, {"single": ["only-Unknown"], "train_size": 4}
+
+    monkeypatch.setattr(nkstudy, "categorise_model", categorise_model)
+    monkeypatch.setattr(nkstudy, "train_model", train_model)
+    monkeypatch.setattr(nkstudy, "load", lambda m, device, dtype: ("model", m))
+
+
+def test_notebook_07_pipeline_helpers(tmp_path, monkeypatch):
+    from kinject_utils import layout
+    from kinject_utils.io import read_csv
+    from kinject_utils.newknowledge import categorise_models, choose_models, findings_header, train_models
+
+    counts_by_model = {"a": {"HighlyKnown": 1, "MaybeKnown": 1, "WeaklyKnown": 0, "Unknown": 2},
+                       "b": {"HighlyKnown": 3, "MaybeKnown": 0, "WeaklyKnown": 1, "Unknown": 0}}
+    _fake_pipeline(monkeypatch, counts_by_model)
+    cfg = StudyConfig()
+    cat = categorise_models(["a", "b"], [], cfg, tmp_path)
+    assert cat.counts == counts_by_model and set(cat.seconds) == {"a", "b"}
+    assert len(read_csv(layout.slick_csv(tmp_path))) == 8  # every model's rows in 07_slick.csv
+    assert list(cat.table()["Known share"]) == [0.5, 0.75]
+    assert cat.per_relation().loc[("b", "rel0"), "HighlyKnown"] == 2
+    assert choose_models(["best"], cat.counts) == ["b"] and choose_models(["a", "b"], cat.counts) == ["a", "b"]
+    trained = train_models(["b", "a"], [], cat.rows, cfg, tmp_path)
+    assert trained.models == ["b", "a"] and {r["model"] for r in trained.rows} == {"a", "b"}
+    assert trained.single() == {"b": ["only-Unknown"], "a": ["only-Unknown"]}
+    assert all(isinstance(n["seconds"], int) for n in trained.notes.values())
+    assert findings_header(cat, trained, cfg).startswith(
+        f"Models categorised: a {counts_by_model['a']}, b {counts_by_model['b']}. Fine-tuned: b, a. SliCK: 4 prompts")
+
+
+def test_findings_header_writes_the_committed_07_claims_line():
+    """The header format is the one under 07_claims.md's title (its counts from the committed 07_slick.csv)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from kinject_utils.io import read_csv
+    from kinject_utils.newknowledge import Categorised, Trained, findings_header
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    line = (results / "07_claims.md").read_text(encoding="utf-8").splitlines()[4]
+    rows = read_csv(results / "07_slick.csv")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    cat = Categorised(rows, {m: counts([r for r in rows if r["model"] == m]) for m in models}, {})
+    chosen, notes = re.search(r"Sets: (\S+) (\{.*\})\. Epochs", line).groups()
+    trained = Trained([chosen], [], {chosen: ast.literal_eval(notes)})
+    assert findings_header(cat, trained, StudyConfig()) == line
 
 
 def test_shared_prompt_pass_keeps_greedy_answers(tmp_path):

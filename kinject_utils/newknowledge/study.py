@@ -1,9 +1,9 @@
-"""Notebook 07's pipeline per model: load, categorise (SliCK), build the sets, fine-tune each one.
+"""Notebook 07's pipeline: load, categorise (SliCK), build the sets, fine-tune each one; per model or for all.
 
     cfg = StudyConfig(n_prompts=4, n_samples=4, train_size=16, shares=(0, 0.5, 1), epochs=4)
     facts = collect_facts(cfg.per_relation, cfg.n_fictional, cfg.seed)
-    slick_rows = categorise_model("smollm2-135m", facts, cfg, "results")
-    sft_rows, info = train_model("smollm2-135m", facts, slick_rows, cfg, "results")
+    cat = categorise_models(["smollm2-135m", "gemma3-270m"], facts, cfg, "results")  # + 07_slick.csv
+    trained = train_models(choose_models(["best"], cat.counts), facts, cat.rows, cfg, "results")
 
 Files (under ``layout.slick_dir(results_dir)``): ``<model>/slick.jsonl`` (categorisation cache),
 ``<model>/sets.json`` (the ids of every split and set), ``<model>/sft/<set>.jsonl`` (one per run).
@@ -20,11 +20,12 @@ from ..device import normalise_dtype, resolve
 from ..io import slug, write_json
 from ..log import get_logger
 from ..settings import check_device, check_float, check_int
+from .claims import write_slick_csv
 from .facts import Fact
 from .generate import HFGenerator
 from .sets import idk_variant, max_size, share_name, single_category_sets, split, unknown_share_sets
 from .sft import SftConfig, run_sets
-from .slick import KNOWN, SlickConfig, categorise
+from .slick import KNOWN, SlickConfig, categorise, counts
 
 log = get_logger("newknowledge")
 
@@ -146,3 +147,85 @@ def train_model(model: str, facts: Sequence[Fact], slick_rows: Sequence[dict], c
 def best_model(counts_by_model: dict[str, dict[str, int]]) -> str:
     """The model with the most Known (Highly + Maybe) questions: the one the study means most for."""
     return max(counts_by_model, key=lambda m: (sum(counts_by_model[m][c] for c in KNOWN), m))
+
+
+@dataclasses.dataclass
+class Categorised:
+    """Every model's SliCK rows, its category counts, and the seconds it took (loading included)."""
+
+    rows: list[dict]
+    counts: dict[str, dict[str, int]]
+    seconds: dict[str, float]
+
+    def table(self) -> Any:
+        """Questions per category and model, the Known (Highly + Maybe) share, and seconds."""
+        import pandas as pd
+
+        table = pd.DataFrame(self.counts).T
+        table["Known share"] = table[list(KNOWN)].sum(axis=1) / table.sum(axis=1)
+        table["seconds"] = pd.Series(self.seconds).round(0)
+        return table
+
+    def per_relation(self) -> Any:
+        """Questions per model, relation and category: where each model's Known questions come from."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows).pivot_table(index=["model", "relation"], columns="category", values="id",
+                                                   aggfunc="count", fill_value=0)
+
+
+def categorise_models(models: Sequence[str], facts: Sequence[Fact], cfg: StudyConfig,
+                      results_dir: str | Path) -> Categorised:
+    """Categorise every model in turn (each loaded, then freed) and write ``07_slick.csv``."""
+    rows, by_model, seconds = [], {}, {}
+    for m in models:
+        t0 = time.perf_counter()
+        got = categorise_model(m, facts, cfg, results_dir)
+        seconds[m] = time.perf_counter() - t0
+        rows += got
+        by_model[m] = counts(got)
+    write_slick_csv(rows, layout.slick_csv(results_dir))
+    return Categorised(rows, by_model, seconds)
+
+
+def choose_models(train_models: Sequence[str], counts_by_model: dict[str, dict[str, int]]) -> list[str]:
+    """The models to fine-tune: as listed, or for ``["best"]`` the one with the most Known questions."""
+    return [best_model(counts_by_model)] if list(train_models) == ["best"] else list(train_models)
+
+
+@dataclasses.dataclass
+class Trained:
+    """The fine-tuned models' SFT rows (:func:`~.sft.run_sets`) and, per model, its set notes and training seconds."""
+
+    models: list[str]
+    rows: list[dict]
+    notes: dict[str, dict]
+
+    def single(self) -> dict[str, list[str]]:
+        """Per model, the single-category sets it trained (finding 4 compares them)."""
+        return {m: self.notes[m]["single"] for m in self.models}
+
+
+def train_models(models: Sequence[str], facts: Sequence[Fact], slick_rows: Sequence[dict], cfg: StudyConfig,
+                 results_dir: str | Path) -> Trained:
+    """Fine-tune every training set of each model in turn; ``notes[model]["seconds"]`` excludes loading."""
+    rows: list[dict] = []
+    notes: dict[str, dict] = {}
+    for m in models:
+        loaded = load(m, cfg.device, cfg.dtype)
+        t0 = time.perf_counter()
+        got, notes[m] = train_model(m, facts, [r for r in slick_rows if r["model"] == m], cfg, results_dir, loaded)
+        notes[m]["seconds"] = round(time.perf_counter() - t0)
+        log.info("SFT %s: %d sets in %d s", m, len({r["set"] for r in got}), notes[m]["seconds"])
+        rows += got
+        del loaded  # one model in memory at a time
+    return Trained(list(models), rows, notes)
+
+
+def findings_header(cat: Categorised, trained: Trained, cfg: StudyConfig) -> str:
+    """The line under ``07_claims.md``'s title: what was categorised and trained, and with which settings."""
+    return (f"Models categorised: {', '.join(f'{m} {c}' for m, c in cat.counts.items())}. "
+            f"Fine-tuned: {', '.join(trained.models)}. SliCK: {cfg.n_prompts} prompts x (1 greedy + {cfg.n_samples} "
+            f"samples at T=0.5) (paper: 10 x (1 + 16)). "
+            f"Sets: {', '.join(f'{m} {trained.notes[m]}' for m in trained.models)}. "
+            f"Epochs {cfg.epochs}, lr {cfg.lr}, batch {cfg.batch_size}.")
