@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import layout
 from .. import paraphrase as P
-from ..io import resolve_path
+from ..io import read_csv, resolve_path
 from ..log import get_logger
 from ..settings import check_choice, check_float, check_int
 from .base import StagePlan, StageSettings
@@ -250,6 +250,4 @@ def fact_recall_table(done: ParaphraseRun) -> Any:
 
 def write_stats(s: ParaphraseSettings, done: ParaphraseRun) -> Any:
     """Merge this run's rows into ``02_paraphrase_stats.csv``; returns the file as a ``pandas.DataFrame``."""
-    import pandas as pd
-
-    return pd.read_csv(P.write_stats(resolve_path(s.results_dir), done.stats))
+    return read_csv(P.write_stats(resolve_path(s.results_dir), done.stats), frame=True)

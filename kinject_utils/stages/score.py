@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from .. import study
-from ..io import resolve_path
+from ..io import read_csv, resolve_path
 from ..settings import check_int
 from .base import StagePlan, StageSettings
 
@@ -98,7 +98,5 @@ def plan(s: ScoreSettings, planned: dict[str, Any], adapters: list[dict[str, Any
 
 def run(s: ScoreSettings) -> Any:
     """Score every cell not yet scored; returns ``05_scores.csv`` as a ``pandas.DataFrame``."""
-    import pandas as pd
-
-    return pd.read_csv(study.score_study(resolve_path(s.results_dir), s.models, s.tasks, s.config(),
-                                         device=s.device))
+    return read_csv(study.score_study(resolve_path(s.results_dir), s.models, s.tasks, s.config(),
+                                         device=s.device), frame=True)
