@@ -335,33 +335,3 @@ def test_default_config_reproduces_the_committed_results(tmp_path, monkeypatch):
     off = {k: (ref[k]["score"], new[k]["score"]) for k in ref
            if abs(float(ref[k]["score"]) - float(new[k]["score"])) > 0.03 or ref[k]["n"] != new[k]["n"]}
     assert not off, f"scores moved by more than 0.03 (or n changed): {off}"
-
-
-def test_plan_describes_notebook_07_in_counts():
-    from kinject_utils import plan
-
-    p = {"MODELS": ["smollm2-135m"], "DEVICE": "cpu", "N_QUESTIONS": 15, "N_FICTIONAL": 15, "N_PROMPTS": 4,
-         "N_SAMPLES": 3, "TRAIN_MODELS": ["best"], "UNKNOWN_SHARES": [0, 0.5, 1], "TRAIN_SIZE": 12,
-         "SINGLE_SIZE": 6, "EPOCHS": 6}
-    text = "\n".join(plan._plan_07(p).lines)
-    assert "~75 questions" in text and "~1,200 answers per model" in text  # (4 x 15 + 15) x 4 x (1 + 3)
-    assert "up to 7 sets of 12" in text and "6 epochs" in text
-
-
-def test_plan_05_scores_adapters_only_for_the_models_notebook_03_trains():
-    from kinject_utils import plan as plan_mod
-
-    p05 = {"MODELS": ["a", "b"], "TASKS": ["fictional_news"], "SWEEP": True, "DEVICE": "cpu"}
-    p03 = {"MODELS": ["a"], "TASKS": ["fictional_news"], "FT_TASKS": [], "SWEEP": [0, 2, 10], "SWEEP_MODELS": ["a"],
-           "N_PAR": 2, "FIXED_BUDGET": "ft-reg"}
-
-    def cells(p03):
-        lines = plan_mod._plan_05(p05, {"fictional_news": {"questions": 10}}, p03).lines
-        return {ln.split("/")[0].strip(): int(re.search(r"x (\d+) cells", ln).group(1))
-                for ln in lines if " cells " in ln}
-
-    # a: base, base+RAG; adapters N=0 (FT-reg), 2 (FT-par), 10 and the twins of 2 and 10; FT-reg+RAG, FT-par+RAG
-    assert cells(p03) == {"a": 2 + 5 + 2, "b": 2}  # b: base and base+RAG only (03 trains no adapter for it)
-    # N_PAR 10 with the sweep 0, 10: FT-par is the sweep's FT-par(10), scored once; one twin
-    assert cells(dict(p03, N_PAR=10, SWEEP=[0, 10]))["a"] == 2 + 3 + 2
-    assert cells(dict(p03, N_PAR=10, SWEEP=[0, 10], FIXED_BUDGET="off"))["a"] == 2 + 2 + 2
