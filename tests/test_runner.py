@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from logcap import kinject_log, text
+from test_stages import check_plan_counts
 
-from kinject_utils import layout, runner
+from kinject_utils import layout, plan, runner
 from kinject_utils.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_plan_of_a_paper_config_runs_offline_and_prints_devices_tokens_and_hours
     out = r.stdout
     assert "mistral-7b" in out and "cuda" in out and "bge-large-en" in out
     assert "training tokens" in out and "optimiser steps" in out and "scored questions" in out
-    assert "tok/s (H100 80GB" in out
+    assert re.search(r"tok/s \(measured [\d-]+ on an H100 80GB", out), out[-2000:]
     assert re.search(r"expected: \d+\.\d+ h \([\d.]+ min\) of training from measured tokens/s", out), out[-600:]
     assert "Wikipedia, size unknown offline" in out and "not measured" in out
     assert "SmolLM2 tokenizer" in out or "words x 1.3" in out
@@ -308,6 +309,9 @@ def test_tiny_config_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("KINJECT_DTYPE", "float32")  # the pinned scores are fp32's (auto is bf16 on an AMX CPU)
     proj = _project_copy(tmp_path / "clone")
     before = sorted(p.relative_to(proj) for p in (proj / "notebooks").rglob("*"))
+    monkeypatch.chdir(proj)  # the plan resolves the config's relative folders as the notebooks will
+    settings, chosen, declared = runner.prepare(proj / "configs" / "tiny.yaml", root=proj)
+    planned = {p.num: p for p in plan.plan_run(settings, chosen, declared)}  # before anything exists
     executed = runner.run_notebooks(proj / "configs" / "tiny.yaml", root=proj, out_dir=tmp_path / "runs")
     nums = ["01", "02", "03", "04", "05", "06", "07"]
     assert [p.name[:2] for p in executed] == nums
@@ -315,6 +319,7 @@ def test_tiny_config_end_to_end(tmp_path, monkeypatch):
     assert after == before, f"written under notebooks/: {sorted(set(after) - set(before))}"
     check_stage_outputs(proj / "runs" / "tiny" / "results")
     check_tiny_scores(proj / "runs" / "tiny" / "results")
+    check_plan_counts(planned, proj / "runs" / "tiny" / "results")  # --plan counted what the stages did
     assert (proj / "runs" / "tiny" / "figures" / "07_categories.png").exists()
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())["seconds"]
     assert set(timings) == set(nums) and all(v > 0 for v in timings.values())

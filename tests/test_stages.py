@@ -57,18 +57,12 @@ def test_the_sweep_rule_lives_in_one_place():
     assert s.variants_for("b") == {"sweep": [0], "n_par": 2, "fixed_budget": "off"}
 
 
-def _plans(config: Path, extra: dict) -> dict[str, stages.StagePlan]:
-    settings, chosen, declared = runner.prepare(config, root=ROOT, extra_params=extra)
-    return {p.num: p for p in plan.plan_run(settings, chosen, declared)}
+def check_plan_counts(before: dict[str, stages.StagePlan], results: Path) -> None:
+    """What the stages planned before a run (``before``: notebook number -> plan) is what the run wrote:
+    tasks' questions and documents, paraphrased documents, each adapter's optimiser steps, queries
+    retrieved for, and every score cell with its questions."""
+    import csv
 
-
-@pytest.mark.slow  # notebooks 01-05 of the tiny config (~2 min on 2 cores)
-def test_plan_counts_equal_what_the_tiny_run_produced(tmp_path):
-    results = tmp_path / "results"
-    extra = {"RESULTS_DIR": str(results), "FIGURES_DIR": str(tmp_path / "figures")}
-    before = _plans(ROOT / "configs" / "tiny.yaml", extra)  # planned before anything exists
-    runner.run_notebooks(ROOT / "configs" / "tiny.yaml", only=["01", "02", "03", "04", "05"], root=ROOT,
-                         out_dir=tmp_path / "runs", extra_params=extra)
     built = {n: tasks.load_task(layout.task_dir(results, n)) for n in before["01"].counts["questions"]}
     assert before["01"].counts["questions"] == {n: len(t.questions) for n, t in built.items()} != {}
     assert before["01"].counts["docs"] == {n: len(t.docs) for n, t in built.items()}
@@ -80,14 +74,9 @@ def test_plan_counts_equal_what_the_tiny_run_produced(tmp_path):
     assert before["04"].counts["queries"] == {n: sum(1 for _ in read_jsonl(layout.retrieval_dir(results, n) /
                                                                            "retrieved.jsonl"))
                                               for n in before["04"].counts["queries"]}
-    import csv
-
     with open(layout.scores_csv(results), newline="", encoding="utf-8") as fh:
         scored = {stages.score.cell_key(r): int(r["n"]) for r in csv.DictReader(fh) if r["subject"] == "all"}
-    assert before["05"].counts["cells"] == scored and len(scored) == 8
-    after = _plans(ROOT / "configs" / "tiny.yaml", extra)  # planned again from what the run wrote: the same
-    assert {k: p.counts.get("cells", p.counts.get("adapters")) for k, p in after.items() if k in ("03", "05")} == \
-        {k: p.counts.get("cells", p.counts.get("adapters")) for k, p in before.items() if k in ("03", "05")}
+    assert before["05"].counts["cells"] == scored != {}
 
 
 def test_plan_07_counts_questions_answers_and_sets():
