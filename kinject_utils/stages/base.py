@@ -12,7 +12,17 @@ from typing import Any, Mapping
 
 from ..settings import check_known_fields
 
-__all__ = ["StagePlan", "StageSettings", "hm"]
+__all__ = ["FT_TASKS", "MODELS", "StagePlan", "StageSettings", "TASKS", "hm", "listed"]
+
+#: the default study's tasks, models and fine-tuned tasks (the notebooks' parameter defaults)
+TASKS = ("fictional_news", "fictional_knowledge", "mmlu")
+MODELS = ("smollm2-135m", "gemma3-270m")
+FT_TASKS = ("fictional_news", "custom")
+
+
+def listed(values: tuple) -> Any:
+    """A dataclass field defaulting to a fresh list of ``values``."""
+    return dataclasses.field(default_factory=lambda: list(values))
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from ..device import cpu_precision_report, resolve
 from ..io import resolve_path, slug, write_csv
 from ..log import get_logger
 from ..settings import check_choice, check_float, check_int
-from .base import StagePlan, StageSettings, hm
+from .base import FT_TASKS, MODELS, TASKS, StagePlan, StageSettings, hm, listed
 from .tokens import model_tokenizer
 
 __all__ = ["FinetuneSettings", "PLAN_COLUMNS", "load_inputs", "lr_search", "memorisation", "plan",
@@ -34,9 +34,9 @@ class FinetuneSettings(StageSettings):
     results_dir: str = "results"
     figures_dir: str = "figures"
     seed: int = 0
-    models: list = dataclasses.field(default_factory=lambda: ["smollm2-135m", "gemma3-270m"])
-    tasks: list = dataclasses.field(default_factory=lambda: ["fictional_news", "fictional_knowledge", "mmlu"])
-    ft_tasks: list = dataclasses.field(default_factory=lambda: ["fictional_news", "custom"])
+    models: list = listed(MODELS)
+    tasks: list = listed(TASKS)
+    ft_tasks: list = listed(FT_TASKS)
     device: str = "auto"
     dtype: str = "auto"
     ft_preset: str = "cpu"

@@ -14,7 +14,7 @@ from .. import paraphrase as P
 from ..io import read_csv, resolve_path
 from ..log import get_logger
 from ..settings import check_choice, check_float, check_int
-from .base import StagePlan, StageSettings
+from .base import FT_TASKS, TASKS, StagePlan, StageSettings, listed
 
 __all__ = ["STATS_COLUMNS", "ParaphraseRun", "ParaphraseSettings", "compare_local", "fact_recall_table", "load",
            "plan", "planned_paraphrases", "run", "sample_text", "task_table", "tasks_to_paraphrase", "write_stats"]
@@ -28,8 +28,8 @@ class ParaphraseSettings(StageSettings):
 
     results_dir: str = "results"
     seed: int = 0
-    tasks: list = dataclasses.field(default_factory=lambda: ["fictional_news", "fictional_knowledge", "mmlu"])
-    ft_tasks: list = dataclasses.field(default_factory=lambda: ["fictional_news", "custom"])
+    tasks: list = listed(TASKS)
+    ft_tasks: list = listed(FT_TASKS)
     device: str = "cpu"
     n_paraphrases: int = 10
     paraphrase_backend: str = "auto"

@@ -16,7 +16,7 @@ from .. import data, tasks
 from ..io import resolve_path
 from ..log import get_logger
 from ..settings import check_choice, check_int
-from .base import StagePlan, StageSettings
+from .base import TASKS, StagePlan, StageSettings, listed
 from .tokens import TokenCounter
 
 __all__ = ["PrepareSettings", "plan", "plan_tasks", "run", "examples", "news_overview", "fk_overview",
@@ -31,7 +31,7 @@ class PrepareSettings(StageSettings):
 
     results_dir: str = "results"
     seed: int = 0
-    tasks: list = dataclasses.field(default_factory=lambda: ["fictional_news", "fictional_knowledge", "mmlu"])
+    tasks: list = listed(TASKS)
     task_size: str = "default"
     news_rewordings: int = 10
     mmlu_dir: str = ""

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..io import read_jsonl, resolve_path
 from ..retrieval import RetrievalConfig, retrieval_dir, run_retrieval, split_passages
-from .base import StagePlan, StageSettings
+from .base import TASKS, StagePlan, StageSettings, listed
 
 __all__ = ["RetrieveSettings", "example", "plan", "retrieved_tasks", "run"]
 
@@ -20,7 +20,7 @@ class RetrieveSettings(StageSettings):
     """Notebook 04's parameters (its parameter cell documents each one)."""
 
     results_dir: str = "results"
-    tasks: list = dataclasses.field(default_factory=lambda: ["fictional_news", "fictional_knowledge", "mmlu"])
+    tasks: list = listed(TASKS)
     embedder: str = "minilm-l6"
     k_max: int = 5
     retriever: str = "dense"

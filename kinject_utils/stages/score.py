@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from .. import study
 from ..io import read_csv, resolve_path
 from ..settings import check_int
-from .base import StagePlan, StageSettings
+from .base import MODELS, TASKS, StagePlan, StageSettings, listed
 
 __all__ = ["ScoreSettings", "cell_key", "plan", "run"]
 
@@ -25,8 +25,8 @@ class ScoreSettings(StageSettings):
 
     results_dir: str = "results"
     seed: int = 0
-    models: list = dataclasses.field(default_factory=lambda: ["smollm2-135m", "gemma3-270m"])
-    tasks: list = dataclasses.field(default_factory=lambda: ["fictional_news", "fictional_knowledge", "mmlu"])
+    models: list = listed(MODELS)
+    tasks: list = listed(TASKS)
     k: int = 1
     k_sweep: list = dataclasses.field(default_factory=list)
     mmlu_style: str = "letter"
