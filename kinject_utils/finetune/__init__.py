@@ -21,7 +21,7 @@ One concern per module:
 from .checkpoints import TrainResult, read_train_log
 from .chunking import chunk_corpus
 from .config import CKPT_DIR, MANIFEST, PAPER_BATCH, PRESETS, TRAIN_LOG, FinetuneConfig, is_trained, preset, run_key
-from .evaluate import chunk_losses, lr_search, memorisation_for, memorisation_report
+from .evaluate import chunk_losses, fit_search, lr_search, memorisation_for, memorisation_report
 from .load import AdapterSwitch, load_finetuned
 from .loop import TrainingInterrupted, resolve_run, train_adapter
 from .memory import Shape, choose_micro_batch, predict_gib
@@ -45,7 +45,8 @@ __all__ = [
     "CKPT_DIR", "INDEX_COLUMNS", "MANIFEST", "PAPER_BATCH", "PRESETS", "TRAIN_LOG",
     "FinetuneConfig", "Shape", "TrainResult", "TrainingInterrupted", "Variant",
     "choose_micro_batch", "chunk_corpus", "chunk_losses", "collect_train_loss", "corpus_for", "epoch_order",
-    "AdapterSwitch", "is_trained", "load_finetuned", "lr_at", "lr_search", "memorisation_for", "memorisation_report",
+    "AdapterSwitch", "fit_search", "is_trained", "load_finetuned", "lr_at", "lr_search", "memorisation_for",
+    "memorisation_report",
     "paraphrases_for", "plan_steps", "plan_task", "plan_training", "plan_variants", "predict_gib", "preset",
     "read_adapter_index", "read_train_log", "resolve_run", "run_key", "split_heldout_paraphrases",
     "tokens_per_s", "train_adapter", "train_variants", "variant_corpora", "write_adapter_index",

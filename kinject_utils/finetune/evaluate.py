@@ -163,37 +163,59 @@ def memorisation_for(index_rows: Sequence[Mapping[str, Any]], tasks_by_name: Map
     return df[["model", "task", "variant", "n_paraphrases", *rep.columns]]
 
 
-def lr_search(model_name: str, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: FinetuneConfig,
-              lrs: Sequence[float], out_dir: str | os.PathLike, *, device: str | None = None,
-              dtype: str | None = None, batch_size: int = 8, progress: bool = True) -> Any:
-    """Pick the learning rate by held-out paraphrase loss, as the paper did (scaled down).
+def fit_search(model_name: str, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: FinetuneConfig,
+               candidates: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, *, device: str | None = None,
+               dtype: str | None = None, batch_size: int = 8, progress: bool = True,
+               train_chunks: int = 64, seed: int = 0) -> Any:
+    """Choose training settings by held-out paraphrase loss, as the paper chose its learning rate.
 
-    Trains one adapter per learning rate on ``train_texts`` (resumable: each lives in
-    ``out_dir/lr-<lr>``) and measures the mean loss on chunks of ``heldout_texts`` (paraphrases
-    never trained on: :func:`split_heldout_paraphrases`), on ``device`` / ``dtype`` (default: the
-    config's).
+    Trains one adapter per candidate (a mapping of :class:`FinetuneConfig` fields, e.g.
+    ``{"epochs": 3}`` or ``{"lr": 3e-4}``; resumable, each in its own folder under ``out_dir``) on
+    ``train_texts`` and measures, adapter on and off, the mean loss on chunks of ``heldout_texts``
+    (paraphrases never trained on: :func:`split_heldout_paraphrases`) and on the chunks it trained on
+    (has it learned its corpus? a seeded sample of ``train_chunks`` of them), on ``device`` / ``dtype``
+    (default: the config's).
 
     Returns:
-        A ``pandas.DataFrame`` (lr, heldout_loss_before, heldout_loss_after, train_final_loss,
-        best) sorted by lr; ``best`` marks the lowest held-out loss.
+        A ``pandas.DataFrame``, one row per candidate in the given order: the candidate's fields,
+        ``steps``, ``heldout_loss_before``, ``heldout_loss_after``, ``train_loss_after`` (own chunks),
+        ``train_final_loss`` (last optimiser step) and ``best`` (lowest held-out loss; the first such).
     """
     import pandas as pd
 
-    if not lrs:
-        raise ValueError("lrs is empty; give the learning rates to try, e.g. [3e-4, 1e-3, 3e-3]")
+    if not candidates:
+        raise ValueError("candidates is empty; give the settings to try, e.g. [{'epochs': 1}, {'epochs': 3}]")
     device, dtype = device or cfg.device, dtype or cfg.dtype
     cache: dict[str, list[float]] = {}
     rows = []
-    for lr in lrs:
-        sub = Path(out_dir) / f"lr-{lr:g}"
-        res = train_adapter(model_name, train_texts, cfg.replace(lr=float(lr)), sub, progress=progress)
+    for cand in candidates:
+        sub = Path(out_dir) / "_".join(f"{k}-{v:g}" if isinstance(v, float) else f"{k}-{v}" for k, v in cand.items())
+        res = train_adapter(model_name, train_texts, cfg.replace(**cand), sub, progress=progress)
         model, tok = load_finetuned(model_name, sub, device=device, dtype=dtype)
-        held = chunk_corpus(list(heldout_texts), tok, cfg.chunk_len, pack=cfg.packing)
-        rep = memorisation_report(model, tok, {"heldout": held}, batch_size=batch_size, before_cache=cache,
-                                  cache_prefix=f"{model_name}|{device}|{dtype}|{cfg.method}")
-        rows.append({"lr": float(lr), "heldout_loss_before": float(rep.loss_before[0]),
-                     "heldout_loss_after": float(rep.loss_after[0]), "train_final_loss": res.final_loss})
+        sets = {"heldout": chunk_corpus(list(heldout_texts), tok, cfg.chunk_len, pack=cfg.packing),
+                "train": _sample(chunk_corpus(list(train_texts), tok, cfg.chunk_len, pack=cfg.packing), train_chunks,
+                                 seed)}
+        rep = memorisation_report(model, tok, sets, batch_size=batch_size, before_cache=cache,
+                                  cache_prefix=f"{model_name}|{device}|{dtype}|{cfg.method}").set_index("split")
+        rows.append({**cand, "steps": res.steps, "heldout_loss_before": float(rep.loss_before["heldout"]),
+                     "heldout_loss_after": float(rep.loss_after["heldout"]),
+                     "train_loss_after": float(rep.loss_after["train"]), "train_final_loss": res.final_loss})
+        log.info("%s %s: held-out loss %.3f -> %.3f, own chunks %.3f (%d steps)", model_name, cand,
+                 rows[-1]["heldout_loss_before"], rows[-1]["heldout_loss_after"], rows[-1]["train_loss_after"],
+                 res.steps)
         del model
-    df = pd.DataFrame(rows).sort_values("lr").reset_index(drop=True)
-    df["best"] = df.heldout_loss_after == df.heldout_loss_after.min()
+    df = pd.DataFrame(rows)
+    df["best"] = False
+    df.loc[df.heldout_loss_after.idxmin(), "best"] = True
     return df
+
+
+def lr_search(model_name: str, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: FinetuneConfig,
+              lrs: Sequence[float], out_dir: str | os.PathLike, *, device: str | None = None,
+              dtype: str | None = None, batch_size: int = 8, progress: bool = True) -> Any:
+    """:func:`fit_search` over learning rates (one adapter per rate, in ``out_dir/lr-<lr>``), sorted by lr."""
+    if not lrs:
+        raise ValueError("lrs is empty; give the learning rates to try, e.g. [3e-4, 1e-3, 3e-3]")
+    df = fit_search(model_name, train_texts, heldout_texts, cfg, [{"lr": float(lr)} for lr in lrs], out_dir,
+                    device=device, dtype=dtype, batch_size=batch_size, progress=progress)
+    return df.sort_values("lr").reset_index(drop=True)
