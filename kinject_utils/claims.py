@@ -23,6 +23,7 @@ against the claim. :func:`decide` is that rule; a claim's verdict gathers its co
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,8 +31,8 @@ from .io import atomic_write_text, write_json
 from .log import get_logger
 from .scoring.stats import mean_ci, paired_test, two_sample_ci
 
-__all__ = ["WANTS", "HOLDS", "decide", "verdict", "verdict_all", "paired_test", "mean_ci", "two_sample_ci",
-           "fmt_ci", "md_row", "md_table", "anchor", "claims_table", "write_claims", "replace_block",
+__all__ = ["WANTS", "HOLDS", "decide", "paired_n", "verdict", "verdict_all", "paired_test", "mean_ci",
+           "two_sample_ci", "fmt_ci", "md_row", "md_table", "anchor", "claims_table", "write_claims", "replace_block",
            "BLOCK_START", "BLOCK_END"]
 
 log = get_logger("claims")
@@ -97,6 +98,30 @@ def verdict_all(decisions: Sequence[bool | None]) -> str:
     if any(d is False for d in decisions):
         return "not supported"
     return "supported" if decisions and all(d is True for d in decisions) else "undecided"
+
+
+def paired_n(p10: float, p01: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Questions a paired comparison needs to decide its difference with probability ``power``.
+
+    McNemar's test in its normal approximation (Connor 1987): with ``p10`` the share of questions
+    A gets right and B wrong, ``p01`` the reverse, the difference is ``d = p10 - p01`` and
+
+        n = (z(1 - alpha/2) * sqrt(p10 + p01) + z(power) * sqrt(p10 + p01 - d^2))^2 / d^2
+
+    ``None`` when the two never disagree in one direction more than the other (``d = 0``: no size
+    decides it). The bootstrap interval the claims use behaves like this test at these sizes.
+
+    Example:
+        >>> paired_n(0.10, 0.05)  # A right where B is wrong on 10% of questions, the reverse on 5%
+        469
+    """
+    from scipy.stats import norm
+
+    d, disc = p10 - p01, p10 + p01
+    if d == 0 or disc <= 0:
+        return None
+    z_a, z_b = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    return math.ceil((z_a * math.sqrt(disc) + z_b * math.sqrt(max(disc - d * d, 0.0))) ** 2 / (d * d))
 
 
 def fmt_ci(d: dict, key: str = "diff") -> str:

@@ -173,7 +173,22 @@ def test_corpus_and_variants():
     assert names["ft-reg"].sweep == "epochs+steps"  # FT-reg defines the budget: not trained twice
     assert names["ft-par-2-fixed"].budget == "steps" and names["ft-par-2-fixed"].max_steps == 3
     v = ft.plan_variants([0, 1], 3, steps, fixed_budget="ft-par-max")
-    assert {x.name: x.max_steps for x in v if x.budget == "steps"} == {"ft-reg-fixed": 12, "ft-par-1-fixed": 12}
+    # FT-reg at the largest FT-par's steps is the repetition control: same text, as many steps and tokens
+    assert {x.name: x.max_steps for x in v if x.budget == "steps"} == {"ft-reg-rep": 12, "ft-par-1-fixed": 12}
+    # FT-reg with its own epochs: the headline adapter leaves the sweep, whose N = 0 point trains at the config's
+    v = {x.name: x for x in ft.plan_variants([0, 3], 3, steps, fixed_budget="ft-par-max", reg_epochs=5, epochs=1)}
+    assert (v["ft-reg"].epochs, v["ft-reg"].sweep) == (5, "none") and v["ft-par-0"].sweep == "epochs"
+    assert v["ft-reg"].config(ft.FinetuneConfig()).epochs == 5 and v["ft-par-0"].config(ft.FinetuneConfig()).epochs == 1
+    assert v["ft-reg-rep"].config(ft.FinetuneConfig()).max_steps == 12
+    # given FT-par's training tokens, the control repeats FT-reg's text for as many tokens (not steps)
+    v = {x.name: x for x in ft.plan_variants([0, 3], 3, steps, fixed_budget="ft-par-max", reg_epochs=5, epochs=1,
+                                             tokens_of={0: 700, 3: 3000}.__getitem__)}
+    rep = v["ft-reg-rep"].config(ft.FinetuneConfig())
+    assert (rep.budget, rep.max_tokens, v["ft-reg-rep"].sweep) == ("tokens", 3000, "none")
+    no_sweep = ft.plan_variants([], 3, steps, fixed_budget="off", reg_epochs=5, epochs=1)
+    assert [x.name for x in no_sweep] == ["ft-reg", "ft-par"]  # a model without the sweep: no ft-par-0
+    same = ft.plan_variants([0, 3], 3, steps, fixed_budget="off", reg_epochs=1, epochs=1)
+    assert [x.name for x in same] == ["ft-reg", "ft-par"]  # REG_EPOCHS = EPOCHS: FT-reg is the sweep's N = 0
     assert [x.name for x in ft.plan_variants([0, 5], 0, steps, fixed_budget="off", available=3)] == ["ft-reg"]
     train, held = ft.split_heldout_paraphrases({"a": ["1", "2", "3"], "b": ["4", "5", "6"], "c": ["7"]}, 1, 2)
     assert len(held) == 2 and sum(len(v) for v in train.values()) == 5 and train["c"] == ["7"]

@@ -52,9 +52,10 @@ def test_notebook_code_cells_are_short_and_define_nothing(nb):
 
 
 def test_the_sweep_rule_lives_in_one_place():
-    s = stages.finetune.FinetuneSettings(models=["a", "b"], sweep=[0, 2], sweep_models=["a"], n_par=2)
-    assert s.variants_for("a") == {"sweep": [0, 2], "n_par": 2, "fixed_budget": "ft-reg"}
-    assert s.variants_for("b") == {"sweep": [0], "n_par": 2, "fixed_budget": "off"}
+    s = stages.finetune.FinetuneSettings(models=["a", "b"], sweep=[0, 2], sweep_models=["a"], n_par=2,
+                                         fixed_budget="ft-reg", reg_epochs=3)
+    assert s.variants_for("a") == {"sweep": [0, 2], "n_par": 2, "fixed_budget": "ft-reg", "reg_epochs": 3}
+    assert s.variants_for("b") == {"sweep": [], "n_par": 2, "fixed_budget": "off", "reg_epochs": 3}
 
 
 def check_plan_counts(before: dict[str, stages.StagePlan], results: Path) -> None:

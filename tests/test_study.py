@@ -44,6 +44,30 @@ SWEEP_ROWS = [dict(model="m", task="fictional_news", variant="ft-reg", n_paraphr
                    sweep="steps", tokens=1000, wall_s=10.0)]
 
 
+REP_ROWS = [dict(model="m", task="fictional_news", variant="ft-reg", n_paraphrases=0, budget="epochs", sweep="none",
+                 tokens=5000, wall_s=10.0),
+            dict(model="m", task="fictional_news", variant="ft-par-0", n_paraphrases=0, budget="epochs",
+                 sweep="epochs", tokens=1000, wall_s=2.0),
+            dict(model="m", task="fictional_news", variant="ft-par", n_paraphrases=3, budget="epochs",
+                 sweep="epochs+steps", tokens=4000, wall_s=40.0),
+            dict(model="m", task="fictional_news", variant="ft-reg-rep", n_paraphrases=0, budget="tokens",
+                 sweep="none", tokens=4000, wall_s=40.0)]
+
+
+def test_plan_grid_scores_the_repetition_control_and_keeps_ft_reg_out_of_the_sweep(tmp_path):
+    """FT-reg trained for its own epochs is not a sweep point (ft-par-0 is); the repetition control (FT-reg's text
+    for FT-par's tokens) is scored as FT-reg(rep), without +RAG, and is no sweep point either."""
+    _adapters(tmp_path, REP_ROWS)
+    specs = study.plan_grid(tmp_path, ["m"], {"fictional_news": _task()}, study.GridConfig(k=1), lambda t: True)
+    by = {(s.method, s.budget): s.variant for s in specs}
+    assert by[("FT-reg", "epochs")] == "ft-reg" and by[("FT-par(0)", "epochs")] == "ft-par-0"
+    assert by[("FT-reg(rep)", "tokens")] == "ft-reg-rep"
+    assert not any(s.variant in ("ft-reg", "ft-reg-rep") and s.method.startswith("FT-par(") for s in specs)
+    assert not any(s.method == "FT-reg(rep)+RAG" for s in specs)
+    rep = {s.key() for s in specs if s.variant == "ft-reg-rep"}
+    assert len(rep) == 1
+
+
 def test_grid_config_validates():
     with pytest.raises(ValueError, match="k must be in 1..5"):
         study.GridConfig(k=9)

@@ -163,7 +163,7 @@ def plan_training(model_name: str, texts: Sequence[str], cfg: FinetuneConfig, *,
 
 
 def plan_task(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str]], cfg: FinetuneConfig, *,
-              sweep: Sequence[int] = (0,), n_par: int = 0, fixed_budget: str = "off",
+              sweep: Sequence[int] = (0,), n_par: int = 0, fixed_budget: str = "off", reg_epochs: int = 0,
               results_dir: str | os.PathLike | None = None, budget_minutes: float = 30.0,
               tokenizer: Any = None) -> list[dict[str, Any]]:
     """:func:`plan_training` for every variant notebook 03 would train for one model x task.
@@ -176,10 +176,10 @@ def plan_task(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str
 
     tok = tokenizer if tokenizer is not None else tokenizer_for(model_name)
     corpora, variants = variant_corpora(tok, task, paraphrases, cfg, sweep=sweep, n_par=n_par,
-                                        fixed_budget=fixed_budget)
+                                        fixed_budget=fixed_budget, reg_epochs=reg_epochs)
     plans = []
     for v in variants:
-        vcfg = cfg if v.budget == "epochs" else cfg.replace(budget="steps", max_steps=v.max_steps)
+        vcfg = v.config(cfg)
         plans.append({**plan_training(model_name, corpora[v.n_paraphrases], vcfg, tokenizer=tok,
                                       results_dir=results_dir, budget_minutes=budget_minutes,
                                       label=f"{model_name} / {task.name} / {v.name}", warn=False),

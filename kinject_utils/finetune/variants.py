@@ -39,9 +39,13 @@ class Variant:
     Attributes:
         name: folder and method name (``ft-reg``, ``ft-par``, ``ft-par-3``, ``ft-reg-fixed``...).
         n_paraphrases: paraphrases per document added to the knowledge base (0 = FT-reg).
-        budget: ``"epochs"`` (the paper's setting) or ``"steps"`` (fixed optimiser steps).
+        budget: ``"epochs"`` (the paper's setting), ``"steps"`` (fixed optimiser steps) or ``"tokens"``
+            (fixed training tokens: the repetition control).
         max_steps: the step budget when ``budget == "steps"``.
-        sweep: which sweep(s) the adapter belongs to: ``"epochs"``, ``"steps"`` or ``"epochs+steps"``.
+        max_tokens: the token budget when ``budget == "tokens"``.
+        sweep: which sweep(s) the adapter belongs to: ``"epochs"``, ``"steps"``, ``"epochs+steps"``, or
+            ``"none"`` (the headline FT-reg when it trains its own epochs: not a point of the sweep).
+        epochs: epochs of this adapter when not the configured ones (0: the config's).
     """
 
     name: str
@@ -49,6 +53,16 @@ class Variant:
     budget: str = "epochs"
     max_steps: int = 0
     sweep: str = "epochs"
+    epochs: int = 0
+    max_tokens: int = 0
+
+    def config(self, cfg: FinetuneConfig) -> FinetuneConfig:
+        """``cfg`` for this adapter: its own epochs, or its fixed step or token budget."""
+        if self.budget == "steps":
+            cfg = cfg.replace(budget="steps", max_steps=self.max_steps)
+        elif self.budget == "tokens":
+            cfg = cfg.replace(budget="tokens", max_tokens=self.max_tokens)
+        return cfg.replace(epochs=self.epochs) if self.epochs else cfg
 
 
 def corpus_for(docs: Sequence[Any], paraphrases: Mapping[str, Sequence[str]], n: int) -> list[str]:
@@ -68,7 +82,8 @@ def corpus_for(docs: Sequence[Any], paraphrases: Mapping[str, Sequence[str]], n:
 
 
 def plan_variants(sweep: Sequence[int], n_par: int, steps_of: Callable[[int], int], *,
-                  fixed_budget: str = "ft-reg", available: int | None = None) -> list[Variant]:
+                  fixed_budget: str = "ft-reg", available: int | None = None, reg_epochs: int = 0,
+                  epochs: int = 0, tokens_of: Callable[[int], int] | None = None) -> list[Variant]:
     """The adapters for one model x task: FT-reg, FT-par(n_par), the sweep, the fixed-step sweep.
 
     Fixed-epoch variants train each corpus for the configured epochs (the paper). Fixed-step
@@ -77,7 +92,14 @@ def plan_variants(sweep: Sequence[int], n_par: int, steps_of: Callable[[int], in
     about ``epochs`` times, spread over 1+N wordings; cheap), ``"ft-par-max"`` to the largest
     FT-par's steps (FT-reg then trains ~(1+N) times longer on the same text; costly), ``"off"``
     skips them. A fixed-step variant whose corpus already trains for S steps at fixed epochs is not
-    trained twice: that adapter is marked ``sweep="epochs+steps"``.
+    trained twice: that adapter is marked ``sweep="epochs+steps"``. With ``"ft-par-max"`` FT-reg's
+    twin is the repetition control ``ft-reg-rep``: the raw text repeated for as many training tokens
+    as the largest FT-par (``tokens_of(n)``: tokens FT-par(n) trains on at fixed epochs; steps when
+    not given), so that pair differs only in wording; it is compared directly, not a sweep point.
+
+    ``reg_epochs`` (when set and not ``epochs``, the configured epochs) trains the headline FT-reg for
+    its own number of epochs (chosen by held-out loss: notebook 03's ``REG_EPOCHS``); the sweep's
+    N = 0 point at the configured epochs is then its own adapter, ``ft-par-0``.
 
     Args:
         sweep: paraphrase counts to train at fixed epochs (0 = FT-reg).
@@ -96,18 +118,33 @@ def plan_variants(sweep: Sequence[int], n_par: int, steps_of: Callable[[int], in
             log.warning("only %d paraphrases per document available: skipping N=%s", available, dropped)
         counts = [n for n in counts if n <= available]
 
+    own_reg = bool(reg_epochs) and reg_epochs != epochs
+
     def name(n: int) -> str:
-        return "ft-reg" if n == 0 else ("ft-par" if n == n_par else f"ft-par-{n}")
+        if n == 0:
+            return "ft-par-0" if own_reg else "ft-reg"
+        return "ft-par" if n == n_par else f"ft-par-{n}"
+
+    def fixed_name(n: int) -> str:
+        return "ft-reg-rep" if n == 0 and fixed_budget == "ft-par-max" else f"{name(n)}-fixed"
 
     steps = {n: steps_of(n) for n in counts}
-    out: list[Variant] = []
+    out: list[Variant] = [Variant("ft-reg", 0, "epochs", 0, "none", reg_epochs)] if own_reg else []
     target = None
     if fixed_budget != "off" and len(counts) > 1:
         target = steps[0] if fixed_budget == "ft-reg" else steps[max(counts)]
     for n in counts:
+        if own_reg and n == 0 and 0 not in [int(x) for x in sweep]:
+            continue  # the sweep has no N = 0 point: FT-reg is the headline adapter alone
         out.append(Variant(name(n), n, "epochs", 0, "epochs+steps" if steps[n] == target else "epochs"))
     if target is not None:
-        out.extend(Variant(f"{name(n)}-fixed", n, "steps", target, "steps") for n in counts if steps[n] != target)
+        for n in counts:
+            if steps[n] == target:
+                continue
+            if n == 0 and fixed_budget == "ft-par-max" and tokens_of is not None:
+                out.append(Variant("ft-reg-rep", 0, "tokens", 0, "none", max_tokens=tokens_of(max(counts))))
+            else:
+                out.append(Variant(fixed_name(n), n, "steps", target, "steps"))
     return out
 
 
@@ -163,24 +200,28 @@ def tokenizer_for(model_name: str) -> Any:
 
 
 def variant_corpora(tok: Any, task: Any, paraphrases: Mapping[str, Sequence[str]], cfg: FinetuneConfig, *,
-                    sweep: Sequence[int] = (0,), n_par: int = 0,
-                    fixed_budget: str = "off") -> tuple[dict[int, list[str]], list[Variant]]:
+                    sweep: Sequence[int] = (0,), n_par: int = 0, fixed_budget: str = "off",
+                    reg_epochs: int = 0) -> tuple[dict[int, list[str]], list[Variant]]:
     """The training texts per paraphrase count and the variants to train (no model needed)."""
     counts = [n for n in sorted({0, *sweep, n_par}) if n >= 0]
     available = min((len(paraphrases.get(d.doc_id, ())) for d in task.docs), default=0)
     corpora: dict[int, list[str]] = {}
     steps: dict[int, int] = {}
+    tokens: dict[int, int] = {}
     for n in counts:
         if n <= available:
             corpora[n] = corpus_for(task.docs, paraphrases, n)
             chunks = chunk_corpus(corpora[n], tok, cfg.chunk_len, pack=cfg.packing)
-            steps[n] = plan_steps(len(chunks), cfg, sum(map(len, chunks)))["total_steps"]
-    return corpora, plan_variants(sweep, n_par, lambda n: steps[n], fixed_budget=fixed_budget, available=available)
+            real = sum(map(len, chunks))
+            p = plan_steps(len(chunks), cfg, real)
+            steps[n], tokens[n] = p["total_steps"], round(real * p["total_steps"] / p["steps_per_epoch"])
+    return corpora, plan_variants(sweep, n_par, lambda n: steps[n], fixed_budget=fixed_budget, available=available,
+                                  reg_epochs=reg_epochs, epochs=cfg.epochs, tokens_of=lambda n: tokens[n])
 
 
 def train_variants(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str]], cfg: FinetuneConfig,
                    results_dir: str | os.PathLike, *, sweep: Sequence[int] = (0,), n_par: int = 0,
-                   fixed_budget: str = "off", progress: bool = True) -> list[dict[str, Any]]:
+                   fixed_budget: str = "off", reg_epochs: int = 0, progress: bool = True) -> list[dict[str, Any]]:
     """Train (or find already trained) every adapter of one model x task; return index rows.
 
     Adapters go to :func:`kinject_utils.layout.adapter_dir`; a variant whose manifest matches the
@@ -194,10 +235,10 @@ def train_variants(model_name: str, task: Any, paraphrases: Mapping[str, Sequenc
     if not task.docs:
         raise ValueError(f"task {task.name} has no knowledge base (kb.jsonl is empty): nothing to fine-tune on")
     corpora, variants = variant_corpora(tokenizer_for(model_name), task, paraphrases, cfg, sweep=sweep,
-                                        n_par=n_par, fixed_budget=fixed_budget)
+                                        n_par=n_par, fixed_budget=fixed_budget, reg_epochs=reg_epochs)
     rows = []
     for v in variants:
-        vcfg = cfg if v.budget == "epochs" else cfg.replace(budget="steps", max_steps=v.max_steps)
+        vcfg = v.config(cfg)
         out = layout.adapter_dir(results_dir, slug(model_name), task.name, v.name)
         t0 = time.perf_counter()
         res = train_adapter(model_name, corpora[v.n_paraphrases], vcfg, out, progress=progress)
@@ -207,7 +248,7 @@ def train_variants(model_name: str, task: Any, paraphrases: Mapping[str, Sequenc
                  "already trained" if res.skipped else "trained", res.steps, res.epochs, res.tokens,
                  res.final_loss, res.tokens_per_s, 100 * res.real_token_fraction, secs)
         rows.append({"model": model_name, "task": task.name, "variant": v.name, "n_paraphrases": v.n_paraphrases,
-                     "budget": "epochs" if v.budget == "epochs" else "steps", "budget_steps": res.steps,
+                     "budget": v.budget, "budget_steps": res.steps,
                      "epochs": res.epochs, "sweep": v.sweep, "tokens": res.tokens, "final_loss": res.final_loss,
                      "wall_s": res.wall_s, "adapter_dir": str(out), "trained_now_s": round(secs, 2)})
     return rows

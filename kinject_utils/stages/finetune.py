@@ -1,8 +1,10 @@
 """Stage 03, fine-tune: settings, plan (every adapter's tokens, steps and minutes) and the training.
 
 Which adapters a model gets is decided once, here (:meth:`FinetuneSettings.variants_for`): every
-fine-tuned model trains FT-reg and FT-par(``N_PAR``); the models of ``SWEEP_MODELS`` also train the
-paraphrase sweep ``SWEEP`` and, unless ``FIXED_BUDGET`` is ``off``, its fixed-step twins.
+fine-tuned model trains FT-reg (for ``REG_EPOCHS``, chosen by held-out loss) and FT-par(``N_PAR``) (for
+``EPOCHS``); the models of ``SWEEP_MODELS`` also train the paraphrase sweep ``SWEEP`` and, unless
+``FIXED_BUDGET`` is ``off``, its fixed-step controls (``ft-par-max``: FT-reg's text repeated for
+FT-par's steps, the repetition control of claim 4).
 """
 from __future__ import annotations
 
@@ -44,9 +46,10 @@ class FinetuneSettings(StageSettings):
     max_train_tokens: int = 0
     ft_settings: dict = dataclasses.field(default_factory=dict)
     n_par: int = 10
+    reg_epochs: int = 5
     sweep: list = dataclasses.field(default_factory=lambda: [0, 10])
     sweep_models: list = dataclasses.field(default_factory=lambda: ["smollm2-135m"])
-    fixed_budget: str = "ft-reg"
+    fixed_budget: str = "ft-par-max"
     lr_search: list = dataclasses.field(default_factory=list)
     lr_search_docs: int = 8
     memo_max_chunks: int = 8
@@ -54,7 +57,7 @@ class FinetuneSettings(StageSettings):
 
     def __post_init__(self) -> None:
         check_choice(self, "fixed_budget", ("ft-reg", "ft-par-max", "off"))
-        for name in ("epochs", "n_par", "lr_search_docs", "memo_max_chunks", "max_train_tokens"):
+        for name in ("epochs", "reg_epochs", "n_par", "lr_search_docs", "memo_max_chunks", "max_train_tokens"):
             check_int(self, name, 0)
         check_float(self, "plan_budget_minutes", 0.0, lo_open=True)
         if not isinstance(self.sweep, list) or any(isinstance(n, bool) or not isinstance(n, int) or n < 0
@@ -70,10 +73,11 @@ class FinetuneSettings(StageSettings):
                                             **self.ft_settings})
 
     def variants_for(self, model: str) -> dict[str, Any]:
-        """``sweep``, ``n_par`` and ``fixed_budget`` for ``model`` (the sweep only for ``SWEEP_MODELS``)."""
+        """``sweep``, ``n_par``, ``fixed_budget`` and ``reg_epochs`` for ``model`` (the sweep and its fixed-step
+        controls only for ``SWEEP_MODELS``; FT-reg's own epochs for every model)."""
         in_sweep = model in self.sweep_models
-        return {"sweep": self.sweep if in_sweep else [0], "n_par": self.n_par,
-                "fixed_budget": self.fixed_budget if in_sweep else "off"}
+        return {"sweep": self.sweep if in_sweep else [], "n_par": self.n_par,
+                "fixed_budget": self.fixed_budget if in_sweep else "off", "reg_epochs": self.reg_epochs}
 
     def fine_tuned(self, names: list[str]) -> list[str]:
         """The task names of ``names`` this stage fine-tunes on (``FT_TASKS``; empty: all)."""

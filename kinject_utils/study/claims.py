@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..claims import HOLDS, anchor, decide, fmt_ci, paired_test, verdict
+from ..claims import HOLDS, anchor, decide, fmt_ci, paired_n, paired_test, verdict
 from .paper import CLAIMS, metric_for
 
 __all__ = ["check_claims", "claims_markdown", "PaperClaim", "PAPER_CLAIMS", "FIXED_STEPS"]
@@ -31,11 +31,13 @@ class PaperClaim:
             :data:`kinject_utils.claims.WANTS`.
         sweep: the claim also says accuracy rises with the number of paraphrases, so each paraphrase
             sweep (3 or more points) adds one decision: does it rise monotonically.
+        readings: ``(A, B, what the comparison tells)``, printed under the claim's table.
     """
 
     number: int
     pairs: tuple[tuple[str, str, str], ...]
     sweep: bool = False
+    readings: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def text(self) -> str:
@@ -46,7 +48,12 @@ PAPER_CLAIMS = (
     PaperClaim(1, (("base+RAG", "base", "better"),)),
     PaperClaim(2, (("base+RAG", "FT-reg", "better"), ("base+RAG", "FT-par", "better"))),
     PaperClaim(3, (("FT-reg", "base", "small"),)),
-    PaperClaim(4, (("FT-par", "FT-reg", "better"), ("FT-par(10)", "FT-reg", "better")), sweep=True),  # the paper's N
+    PaperClaim(4, (("FT-par", "FT-reg", "better"), ("FT-par(10)", "FT-reg", "better"),  # the paper's N
+                   ("FT-par", "FT-reg(rep)", "better")), sweep=True, readings=(
+        ("FT-par", "FT-reg", "each trained as chosen (FT-reg for its own epochs, picked by held-out loss): does "
+                             "paraphrase augmentation beat fine-tuning on the raw text, the paper's Table 2 reading"),
+        ("FT-par", "FT-reg(rep)", "the same facts for the same optimiser steps and tokens, FT-reg's text repeated: "
+                                  "do paraphrases beat repetition, the paper's explanation of claim 4"))),
     PaperClaim(5, (("FT-reg+RAG", "base+RAG", "not_better"), ("FT-par+RAG", "base+RAG", "not_better"))),
 )
 
@@ -68,7 +75,9 @@ def _by_cell(scores: Any, per_question: list[dict]) -> dict[tuple, dict[str, flo
         if style is None:
             raise ValueError(f"05_per_question.jsonl row {i} ({key}) has no 'style' and 05_scores.csv has no row "
                              "for its cell; re-run notebook 05 to rebuild both files")
-        if str(r.get("variant") or "").endswith("-fixed"):  # the sweep's fixed-step twin of FT-par(N): its own cell
+        # a fixed-step sweep adapter (ft-par-N-fixed, ft-reg-rep as FT-par(0)) is its own cell beside the same N at
+        # fixed epochs; rows written before the budget was kept in the file are told by their variant's name
+        if r.get("budget") == "steps" or str(r.get("variant") or "").endswith("-fixed"):
             key = key[:3] + (f"{r['method']} {FIXED_STEPS}",) + key[4:]
         out.setdefault(key, {})[r["id"]] = float(r[metric_for(style)])
     return out
@@ -111,6 +120,10 @@ def _comparisons(by_cell: dict[tuple, dict[str, float]], claim: PaperClaim, seed
                  "acc_b": res["acc_a"], "diff": res["diff"], "diff_lo": res["diff_lo"], "diff_hi": res["diff_hi"],
                  "p_value": res["p_mcnemar"], "want": want}
             e["holds"] = decide(e["diff_lo"], e["diff_hi"], want)
+            if ids:  # how many questions would decide a difference this size (80% power; paired_n)
+                p10 = sum(ca[i] > cb[i] for i in ids) / len(ids)
+                p01 = sum(cb[i] > ca[i] for i in ids) / len(ids)
+                e["n_for_power"] = paired_n(p10, p01)
             out.append(e)
     return out
 
@@ -146,7 +159,10 @@ _PREAMBLE = ("A comparison counts when the paired 95% bootstrap interval of the 
              "(same questions) excludes 0; \"A beats B\" is undecided while the interval contains 0 "
              "(the run cannot tell). Verdicts: supported (every comparison holds), not supported (none "
              "does), undecided (none is decided), supported / not supported where decided (the decided "
-             "ones agree, the rest are undecided), mixed (some hold, some fail).")
+             "ones agree, the rest are undecided), mixed (some hold, some fail). n: questions compared; "
+             "n to decide: questions that would decide a difference of the size seen, 4 times in 5 "
+             "(McNemar's test at alpha 0.05, power 0.8, from this run's share of questions on which the "
+             "two methods disagree; kinject_utils.claims.paired_n).")
 
 
 def claims_markdown(claims: list[dict]) -> str:
@@ -156,14 +172,20 @@ def claims_markdown(claims: list[dict]) -> str:
         lines += [f'<a id="{anchor(c["claim"])}"></a>', "",
                   f"## Claim {c['claim']}: {c['text']} — **{c['verdict']}**", ""]
         if c["evidence"]:
-            lines.append("| model | task | shots | A | B | acc A | acc B | diff [95% CI] | p (McNemar) | holds |")
-            lines.append("|---|---|---|---|---|---|---|---|---|---|")
+            lines.append("| model | task | shots | A | B | acc A | acc B | diff [95% CI] | p (McNemar) | holds | n | "
+                         "n to decide |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for e in c["evidence"]:
+                need = e.get("n_for_power")
                 lines.append(f"| {e['model']} | {e['task']} | {e['shots']} | {e['a']} | {e['b']} | "
                              f"{e['acc_a']:.3f} | {e['acc_b']:.3f} | {fmt_ci(e)} | {e['p_value']:.3g} | "
-                             f"{HOLDS[e['holds']]} |")
+                             f"{HOLDS[e['holds']]} | {e['n']} | {f'{need:,}' if need else '-'} |")
         else:
             lines.append("No cells of this run compare these methods.")
+        readings = [x for x in next((p.readings for p in PAPER_CLAIMS if p.number == c["claim"]), ())
+                    if any((e["a"], e["b"]) == x[:2] for e in c["evidence"])]
+        if readings:
+            lines += ["", "What each comparison tells:", ""] + [f"- {a} vs {b}: {why}." for a, b, why in readings]
         for sw in c.get("sweep", []):
             lines.append(f"\nSweep {sw['model']} {sw['task']} ({sw['budget'] or 'epochs'}): N={sw['n_paraphrases']} "
                          f"acc={sw['score']}, Spearman {sw['spearman']:.2f}, monotone: {sw['monotone']}")

@@ -21,7 +21,8 @@ __all__ = ["SCORE_COLUMNS", "PER_QUESTION_KEYS", "collect_scores"]
 SCORE_COLUMNS = ["model", "task", "subject", "method", "variant", "n_paraphrases", "budget", "shots", "k",
                  "style", "metric", "score", "score_lo", "score_hi", "acc", "acc_norm", "n",
                  "n_truncated", "seconds"]
-PER_QUESTION_KEYS = ("model", "task", "method", "shots", "k", "variant", "style", "id", "acc", "acc_norm", "subject")
+PER_QUESTION_KEYS = ("model", "task", "method", "shots", "k", "variant", "budget", "style", "id", "acc", "acc_norm",
+                     "subject")
 
 
 def collect_scores(specs: Iterable[ScoreSpec], results_dir: str | Path, seed: int = 0) -> Path:

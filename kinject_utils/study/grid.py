@@ -7,6 +7,7 @@ Methods, as the paper names them (Tables 1 and 2, Figure 4):
     FT-reg          adapter fine-tuned on the raw knowledge base
     FT-par          adapter fine-tuned on the knowledge base plus N paraphrases per document
     FT-reg+RAG, FT-par+RAG
+    FT-reg(rep)     the repetition control: FT-reg's text repeated for FT-par's steps (claim 4)
     FT-par(N)       the paraphrase sweep (Figure 4), at fixed epochs and at a fixed step budget
 
 Every (model, task, method, shots, K) cell is scored once and cached as per-question JSONL under
@@ -108,10 +109,11 @@ class GridConfig:
 def _method_for_variant(row: dict[str, str]) -> str | None:
     """Map an adapter index row (notebook 03) to the Table 2 method it stands for (None: sweep only).
 
-    finetune.plan_variants names the headline adapters ``ft-reg`` and ``ft-par``; sweep members are
-    ``ft-par-N`` and fixed-step variants end in ``-fixed``.
+    finetune.plan_variants names the headline adapters ``ft-reg`` and ``ft-par``, and the repetition
+    control ``ft-reg-rep`` (FT-reg's text for FT-par's steps); sweep members are ``ft-par-N`` and
+    fixed-step variants end in ``-fixed``.
     """
-    return {"ft-reg": "FT-reg", "ft-par": "FT-par"}.get((row.get("variant") or "").strip())
+    return {"ft-reg": "FT-reg", "ft-par": "FT-par", "ft-reg-rep": "FT-reg(rep)"}.get((row.get("variant") or "").strip())
 
 
 def plan_grid(results_dir: str | Path, models: list[str], tasks: dict[str, Any], cfg: GridConfig,
@@ -152,9 +154,9 @@ def plan_grid(results_dir: str | Path, models: list[str], tasks: dict[str, Any],
                                  variant=a.get("variant", ""), n_paraphrases=npar, budget=a.get("budget", ""))
                     if method:
                         specs.append(ScoreSpec(method=method, **common, **extra))
-                        if rag:
+                        if rag and method in ("FT-reg", "FT-par"):  # Table 2's +RAG rows; not the control's
                             specs.append(ScoreSpec(method=f"{method}+RAG", k=cfg.k, **common, **extra))
-                    if cfg.sweep and shots == 0 and len(mine) > 1:
+                    if cfg.sweep and shots == 0 and len(mine) > 1 and a.get("sweep") != "none":
                         # sweep = epochs | steps | epochs+steps (one adapter standing for both budgets)
                         for budget in (a.get("sweep") or "epochs").split("+"):
                             specs.append(ScoreSpec(method=f"FT-par({npar})", **common,
