@@ -101,8 +101,8 @@ def write_claims(res: StudyResults, results_dir: str | os.PathLike, seed: int = 
     import pandas as pd
 
     claims = study.check_claims(res.scores if res.scores is not None else pd.DataFrame(), res.per_question, seed=seed)
-    engine.write_claims(claims, study.claims_markdown(claims), layout.claims_md(results_dir),
-                        layout.claims_json(results_dir))
+    markdown = study.claims_markdown(claims, study.baseline_check(res.memo))
+    engine.write_claims(claims, markdown, layout.claims_md(results_dir), layout.claims_json(results_dir))
     for c in claims:
         log.info("claim %d: %s (%s)", c["claim"], c["verdict"], c["text"])
     return claims

@@ -192,3 +192,29 @@ def test_notebooks_06_and_07_only_call_the_package(name):
         assert not re.search(r"^\s*(def|class) ", src, flags=re.M), f"{name} cell {i} defines a function"
         lines = [line for line in src.splitlines() if line.strip()]
         assert len(lines) <= 10, f"{name} cell {i} has {len(lines)} lines: move the work into kinject_utils"
+
+
+def test_paired_n_follows_mcnemars_normal_approximation():
+    from kinject_utils.claims import paired_n
+
+    assert paired_n(0.10, 0.05) == 469  # (1.96 * sqrt(.15) + 0.8416 * sqrt(.15 - .0025))^2 / .0025
+    assert paired_n(0.10, 0.10) is None  # no difference: no size decides it
+    assert paired_n(0.20, 0.05) < paired_n(0.10, 0.05)  # a larger difference needs fewer questions
+    assert paired_n(0.10, 0.05, power=0.9) > paired_n(0.10, 0.05)
+
+
+def test_the_baseline_check_says_whether_ft_reg_learned_its_text():
+    import pandas as pd
+
+    from kinject_utils import study
+
+    def memo(reg_after):
+        return pd.DataFrame([{"model": "m", "task": "t", "variant": v, "split": "kb", "loss_before": 5.0,
+                              "loss_after": a} for v, a in (("ft-reg", reg_after), ("ft-par", 1.0),
+                                                            ("ft-reg-rep", 0.9))])
+
+    learned, = study.baseline_check(memo(1.9))  # removed 3.1 of FT-par's 4.0: 78%
+    assert learned["learned"] and round(learned["reg_share"], 3) == 0.775 and learned["ft_reg_rep"] == 0.9
+    assert not study.baseline_check(memo(3.0))[0]["learned"]  # 50% of FT-par's drop
+    text = study.claims_markdown([], study.baseline_check(memo(3.0)))
+    assert "has FT-reg learned its text?" in text and "| m | t | 5.000 | 3.000 | 1.000 | 0.900 | 50% | no |" in text

@@ -18,7 +18,7 @@ from .claims import PAPER_CLAIMS, PaperClaim, check_claims, claims_markdown
 from .collect import PER_QUESTION_KEYS, SCORE_COLUMNS, collect_scores
 from .costs import COST_COLUMNS, CellMeter, cost_by_method, scored_tokens, write_costs
 from .grid import GridConfig, ScoreSpec, plan_grid, run_grid, subset
-from .learned import LEARNED_COLUMNS, memorisation_vs_accuracy
+from .learned import LEARNED_COLUMNS, LEARNED_SHARE, baseline_check, memorisation_vs_accuracy
 from .paper import CLAIMS, METHODS, PAPER_TABLE1, PAPER_TABLE2, metric_for
 from .run import load_tasks, score_study
 
@@ -26,4 +26,5 @@ __all__ = ["ScoreSpec", "GridConfig", "PAPER_TABLE1", "PAPER_TABLE2", "CLAIMS", 
            "run_grid", "collect_scores", "check_claims", "claims_markdown", "PaperClaim", "PAPER_CLAIMS",
            "SCORE_COLUMNS", "PER_QUESTION_KEYS", "COST_COLUMNS",
            "CellMeter", "cost_by_method", "scored_tokens", "write_costs", "metric_for", "subset", "load_tasks",
-           "score_study", "LEARNED_COLUMNS", "memorisation_vs_accuracy", "CHANCE_COLUMNS", "base_by_kind"]
+           "score_study", "LEARNED_COLUMNS", "LEARNED_SHARE", "baseline_check", "memorisation_vs_accuracy",
+           "CHANCE_COLUMNS", "base_by_kind"]

@@ -165,9 +165,12 @@ _PREAMBLE = ("A comparison counts when the paired 95% bootstrap interval of the 
              "two methods disagree; kinject_utils.claims.paired_n).")
 
 
-def claims_markdown(claims: list[dict]) -> str:
-    """``06_claims.md``: verdict per claim (each section anchored for links) and the comparisons that decided it."""
-    lines = ["# Claims check", "", _PREAMBLE, ""]
+def claims_markdown(claims: list[dict], baseline: list[dict] | None = None) -> str:
+    """``06_claims.md``: verdict per claim (each section anchored for links) and the comparisons that decided it;
+    first, with ``baseline`` (:func:`~kinject_utils.study.baseline_check`), whether FT-reg learned its text."""
+    from .learned import baseline_markdown
+
+    lines = ["# Claims check", "", _PREAMBLE, "", *baseline_markdown(baseline or [])]
     for c in claims:
         lines += [f'<a id="{anchor(c["claim"])}"></a>', "",
                   f"## Claim {c['claim']}: {c['text']} — **{c['verdict']}**", ""]

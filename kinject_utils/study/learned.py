@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LEARNED_COLUMNS", "memorisation_vs_accuracy"]
+__all__ = ["LEARNED_COLUMNS", "LEARNED_SHARE", "baseline_check", "baseline_markdown", "memorisation_vs_accuracy"]
+
+#: FT-reg has learned its text when training removed at least this share of the loss FT-par's training removed
+#: from the same text (the knowledge base both trained on): a baseline that has not learned its corpus cannot
+#: show whether fine-tuning on the raw text helps (docs/RESULTS.md, "A fair FT-reg")
+LEARNED_SHARE = 0.75
 
 LEARNED_COLUMNS = ["model", "task", "variant", "n_paraphrases", "budget", "kb_loss_before", "kb_loss_after",
                    "par_loss_after", "acc", "acc_lo", "acc_hi", "base_acc"]
@@ -45,7 +50,8 @@ def memorisation_vs_accuracy(memo: Any, scores: Any) -> Any:
         if hit.empty or kb.empty:
             continue
         h = hit.iloc[0]
-        budget = "steps" if str(variant).endswith("-fixed") else "epochs"
+        budget = str(h["budget"]) if "budget" in h and isinstance(h["budget"], str) and h["budget"] else \
+            ("steps" if str(variant).endswith("-fixed") else "epochs")
         rows.append({"model": model, "task": task, "variant": variant, "n_paraphrases": int(g["n_paraphrases"].iloc[0]),
                      "budget": budget, "kb_loss_before": float(kb["loss_before"].iloc[0]),
                      "kb_loss_after": float(kb["loss_after"].iloc[0]),
@@ -54,3 +60,42 @@ def memorisation_vs_accuracy(memo: Any, scores: Any) -> Any:
                      "base_acc": float(base.get((model, task), float("nan")))})
     out = pd.DataFrame(rows, columns=LEARNED_COLUMNS)
     return out.sort_values(["model", "task", "budget", "n_paraphrases"], kind="stable").reset_index(drop=True)
+
+
+def baseline_check(memo: Any, share: float = LEARNED_SHARE) -> list[dict]:
+    """Is FT-reg trained? Per model and task: the knowledge-base loss before and after training of FT-reg, FT-par
+    and the repetition control (where trained), and whether FT-reg removed at least ``share`` of the loss FT-par
+    removed (``learned``; ``reg_share`` is the share it removed)."""
+    if memo is None or not len(memo):
+        return []
+    kb = memo[memo["split"] == "kb"]
+    out = []
+    for (model, task), g in kb.groupby(["model", "task"], sort=True):
+        after = dict(zip(g["variant"], g["loss_after"].astype(float)))
+        if "ft-reg" not in after or "ft-par" not in after:
+            continue
+        before = float(g["loss_before"].iloc[0])
+        par_drop = before - after["ft-par"]
+        reg_share = (before - after["ft-reg"]) / par_drop if par_drop > 0 else float("nan")
+        out.append({"model": model, "task": task, "kb_loss_before": before, "ft_reg": after["ft-reg"],
+                    "ft_par": after["ft-par"], "ft_reg_rep": after.get("ft-reg-rep"), "reg_share": reg_share,
+                    "share": share, "learned": bool(reg_share >= share)})
+    return out
+
+
+def baseline_markdown(rows: list[dict]) -> list[str]:
+    """The check as Markdown lines (a heading, the criterion, a table), for ``06_claims.md``."""
+    if not rows:
+        return []
+    lines = ["## Before the claims: has FT-reg learned its text?", "",
+             f"FT-reg counts as trained when its training removed at least {rows[0]['share']:.0%} of the loss that "
+             "FT-par's training removed from the same text, the knowledge base both trained on (loss in nats per "
+             "token before and after, `03_memorisation.csv`). FT-reg(rep) is FT-reg's text repeated for FT-par's "
+             "training tokens.", "",
+             "| model | task | loss before | FT-reg | FT-par | FT-reg(rep) | share of FT-par's drop | FT-reg learned |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rep = f"{r['ft_reg_rep']:.3f}" if r["ft_reg_rep"] is not None else "-"
+        lines.append(f"| {r['model']} | {r['task']} | {r['kb_loss_before']:.3f} | {r['ft_reg']:.3f} | "
+                     f"{r['ft_par']:.3f} | {rep} | {r['reg_share']:.0%} | {'yes' if r['learned'] else 'no'} |")
+    return lines + [""]
