@@ -52,7 +52,7 @@ PAPER_CLAIMS = (
                    ("FT-par", "FT-reg(rep)", "better")), sweep=True, readings=(
         ("FT-par", "FT-reg", "each trained as chosen (FT-reg for its own epochs, picked by held-out loss): does "
                              "paraphrase augmentation beat fine-tuning on the raw text, the paper's Table 2 reading"),
-        ("FT-par", "FT-reg(rep)", "the same facts for the same optimiser steps and tokens, FT-reg's text repeated: "
+        ("FT-par", "FT-reg(rep)", "the same facts for as many training tokens, FT-reg's text repeated: "
                                   "do paraphrases beat repetition, the paper's explanation of claim 4"))),
     PaperClaim(5, (("FT-reg+RAG", "base+RAG", "not_better"), ("FT-par+RAG", "base+RAG", "not_better"))),
 )
