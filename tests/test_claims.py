@@ -61,7 +61,8 @@ def test_the_committed_claims_regenerate_bit_for_bit():
     res = report.read_results(RESULTS)
     got = study.check_claims(res.scores, res.per_question, seed=0)
     assert json.loads(json.dumps(got)) == read_json(layout.claims_json(RESULTS))
-    assert study.claims_markdown(got) == layout.claims_md(RESULTS).read_text(encoding="utf-8")
+    markdown = study.claims_markdown(got, study.baseline_check(res.memo))
+    assert markdown == layout.claims_md(RESULTS).read_text(encoding="utf-8")
     assert [c["claim"] for c in got] == [c.number for c in study.PAPER_CLAIMS]
     assert "sweep" in got[3] and all("sweep" not in c for i, c in enumerate(got) if i != 3)
 
