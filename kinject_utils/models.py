@@ -178,7 +178,7 @@ def _convert_gguf(spec: ModelSpec, target: Path) -> None:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
-            dtype=torch.bfloat16)
+            dtype=torch.bfloat16, use_kernels=False)
         if spec.needs_bos:
             # Gemma is trained with BOS; the GGUF tokenizer must keep adding it.
             tok.add_bos_token = True
@@ -355,7 +355,12 @@ def load_causal_lm(name: str, *, dtype: str = "float32", quantization: str | Non
     dtype = resolve_dtype(dtype, device)  # "auto": bf16 on CUDA/AMX CPUs, fp32 otherwise
     spec = get_spec(name)
     path = resolve_model_dir(name)
-    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": bool(trust_remote_code)}
+    # use_kernels=False: transformers >= 5.2x otherwise fetches compiled layers from the hub's
+    # kernels-community repos at load time (code from the hub, like trust_remote_code; offline on a GPU it
+    # fails: "Version 2 of 'kernels-community/rotary' is not available"), and online vs offline would
+    # run different kernels on the same machine.
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": bool(trust_remote_code),
+                              "use_kernels": False}
     revision = {"revision": spec.revision} if spec is not None and spec.revision else {}
     torch_dtype = getattr(torch, dtype)
     if quantization == "nf4":

@@ -186,3 +186,15 @@ def test_orca2_loads_the_revision_that_has_safetensors(monkeypatch):
         models.load_causal_lm("orca2-7b", device="cpu")
     assert seen == {"tokenizer": ("microsoft/Orca-2-7b", "refs/pr/13"),
                     "model": ("microsoft/Orca-2-7b", "refs/pr/13", True)}
+
+
+def test_loaded_models_run_no_hub_kernels(tmp_path):
+    """transformers >= 5.2x kernelizes every model by default with layers fetched from the hub's
+    kernels-community repos (code from the hub; offline on a GPU the load fails, seen on an H200).
+    Our loader turns that off: the numbers come from transformers' own layers, online or offline."""
+    from finetune_tiny import make_tiny_llama
+
+    from kinject_utils import models
+
+    model, _ = models.load_causal_lm(str(make_tiny_llama(tmp_path / "tiny")), device="cpu")
+    assert model.use_kernels is False
