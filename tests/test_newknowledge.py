@@ -81,7 +81,7 @@ def test_prompts_use_same_relation_exemplars_and_are_seeded():
     p = build_prompts(facts[0], facts, SlickConfig(n_prompts=3))
     assert len(p) == 3 and all(s.count("Q: ") == 5 and s.endswith(f"Q: {facts[0].question}\nA:") for s in p)
     assert all("Question 1-" not in s for s in p)  # relation rel0 only
-    assert all(f"A: {facts[0].answer}" not in s for s in p)  # never its own answer
+    assert all(f"A: {facts[0].answer}\n" not in s for s in p)  # never its own answer
     assert p == build_prompts(facts[0], facts, SlickConfig(n_prompts=3))
 
 
@@ -238,26 +238,66 @@ def test_shared_prompt_pass_keeps_greedy_answers(tmp_path):
     assert any(s != b[0] for b in both for s in b[1:])  # samples at T=5 are not the greedy answer
 
 
-def test_categoriser_uses_the_shared_pass_when_offered(tmp_path):
+def test_categoriser_samples_only_questions_no_greedy_answer_got_right():
+    """Samples separate WeaklyKnown from Unknown only: a question with a greedy hit is never sampled."""
     facts = _facts()
-    script = {f.id: ((4, False) if i % 2 else (0, True)) for i, f in enumerate(facts)}
+    script = {f.id: ((4 - i % 3, False) if i % 2 else (0, i % 4 == 0)) for i, f in enumerate(facts)}
+    stub = ScriptedModel(facts, script)
+    rows = categorise(facts, stub, SlickConfig(n_prompts=4, n_samples=2, batch_questions=5))
+    sampled = {fid for (fid, t) in stub.calls if t > 0}
+    assert sampled == {f.id for i, f in enumerate(facts) if i % 2 == 0}
+    assert [r["category"] for r in rows] == [("WeaklyKnown" if i % 4 == 0 else "Unknown") if i % 2 == 0 else
+                                             ("HighlyKnown" if i % 3 == 0 else "MaybeKnown") for i in range(12)]
+    assert all(r["sample_hits"] is None for r in rows[1::2])
 
-    class Shared(ScriptedModel):
-        used = 0
 
-        def greedy_and_samples(self, prompts, temperature, n, max_new_tokens, seed):
-            self.used += 1
-            g = ScriptedModel.__call__(self, prompts, 0.0, 1, max_new_tokens, seed)
-            s = ScriptedModel.__call__(self, prompts, temperature, n, max_new_tokens, seed)
-            return [a + b for a, b in zip(g, s)]
+def test_prompts_share_exemplars_within_a_relation():
+    """Prompt p of a relation has the same exemplars for every question but the few among them."""
+    from kinject_utils.newknowledge import build_prompts
 
-        def __call__(self, *a, **k):
-            raise AssertionError("separate greedy/sample calls although a shared pass is offered")
+    facts = _facts(12)
+    cfg = SlickConfig(n_prompts=3)
+    prefixes = [[p.rsplit("Q: ", 1)[0] for p in build_prompts(f, facts, cfg)] for f in facts[:12]]
+    for k in range(3):
+        shared = max({pr[k] for pr in prefixes}, key=[pr[k] for pr in prefixes].count)
+        assert sum(pr[k] == shared for pr in prefixes) >= 12 - cfg.shots
 
-    stub = Shared(facts, script)
-    rows = categorise(facts, stub, SlickConfig(n_prompts=4, n_samples=2, batch_questions=4))
-    assert stub.used == 3
-    assert [r["category"] for r in rows] == ["WeaklyKnown", "HighlyKnown"] * 6
+
+def test_prefix_cache_and_early_stop_keep_the_answers(tmp_path):
+    """Greedy answers with the exemplar prefix computed once equal those of full prompts; samples seeded."""
+    from finetune_tiny import make_tiny_llama
+
+    from kinject_utils.models import load_causal_lm
+    from kinject_utils.newknowledge import HFGenerator, build_prompts
+
+    model, tok = load_causal_lm(str(make_tiny_llama(tmp_path / "m")), dtype="float32", device="cpu")
+    facts = _facts(8)
+    prompts = [p for f in facts for p in build_prompts(f, facts, SlickConfig(n_prompts=2))]
+    shared, plain = HFGenerator(model, tok, batch_size=5), HFGenerator(model, tok, batch_size=5, share_prefix=False)
+    assert shared(prompts, 0.0, 1, 6, 0) == plain(prompts, 0.0, 1, 6, 0)
+    assert shared.stats["own_tokens"] < plain.stats["own_tokens"] / 2 and shared.stats["prefix_tokens"] > 0
+    s1 = shared(prompts, 5.0, 3, 6, 7)
+    assert s1 == shared(prompts, 5.0, 3, 6, 7) and all(len(a) == 3 for a in s1)
+
+
+def test_two_stage_sampler_matches_the_distribution():
+    """The top-k-then-tail sampler draws from softmax(logits / T): frequencies of a known distribution."""
+    import torch
+
+    from kinject_utils.newknowledge import generate as g
+
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.1] + [0.2 / 197] * 197]))
+    gen = g.HFGenerator.__new__(g.HFGenerator)
+    gen.stats = {"full_softmax_rows": 0}
+    old, g.TOP_K = g.TOP_K, 2
+    try:
+        rng = torch.Generator().manual_seed(0)
+        draws = torch.cat([gen._sample(logits.expand(500, -1), 1.0, rng) for _ in range(20)])
+    finally:
+        g.TOP_K = old
+    freq = torch.bincount(draws, minlength=200).float() / len(draws)
+    assert abs(freq[0] - 0.5) < 0.02 and abs(freq[1] - 0.2) < 0.02 and abs(freq[2] - 0.1) < 0.015
+    assert abs(freq[3:].sum() - 0.2) < 0.02 and gen.stats["full_softmax_rows"] > 0
 
 
 @pytest.mark.parametrize("make, error, message", [

@@ -1,7 +1,9 @@
 """SliCK: how well does the base model know each fact? (Gekhman et al. 2024, section 3)
 
-For each question, ``n_prompts`` random 4-shot prompts whose exemplars come from the same relation;
-per prompt one greedy answer and ``n_samples`` answers sampled at temperature 0.5; exact match after
+For each question, ``n_prompts`` random 4-shot prompts whose exemplars come from the same relation
+(shared by the relation's questions, see :func:`build_prompts`); per prompt one greedy answer and, for
+questions no greedy answer got right, ``n_samples`` answers sampled at temperature 0.5 (the samples
+only separate WeaklyKnown from Unknown, so a Known question needs none); exact match after
 :func:`~kinject_utils.newknowledge.facts.normalise`. Then::
 
     HighlyKnown   greedy right for every prompt
@@ -33,6 +35,7 @@ from .generate import GenerateFn
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 KNOWN = ("HighlyKnown", "MaybeKnown")
 log = get_logger("newknowledge")
+PROMPTS_VERSION = "per-relation-2"  # exemplars shared per relation and prompt, samples only on greedy misses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +49,8 @@ class SlickConfig:
         shots: exemplars per prompt, from the same relation.
         max_new_tokens: answer length cap (answers are a few tokens; a newline ends them).
         seed: prompt choice and sampling seed.
-        batch_questions: questions whose prompts go to the generator together.
+        batch_questions: questions whose prompts go to the generator together (sorted by relation, so
+            prompts sharing exemplars meet in one call).
     """
 
     n_prompts: int = 4
@@ -55,7 +59,7 @@ class SlickConfig:
     shots: int = 4
     max_new_tokens: int = 8
     seed: int = 0
-    batch_questions: int = 4
+    batch_questions: int = 64
 
     def __post_init__(self) -> None:
         check_int(self, "n_prompts", 1, hint="paper: 10")
@@ -70,7 +74,8 @@ class SlickConfig:
     def key(self) -> dict:
         """The settings a cached row must match to be reused."""
         return {"n_prompts": self.n_prompts, "n_samples": self.n_samples, "temperature": self.temperature,
-                "shots": self.shots, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+                "shots": self.shots, "max_new_tokens": self.max_new_tokens, "seed": self.seed,
+                "prompts": PROMPTS_VERSION}
 
 
 def qa_line(question: str, answer: str | None = None) -> str:
@@ -100,16 +105,24 @@ def category_of(greedy_hits: int, n_prompts: int, sample_hits: int) -> str:
 def build_prompts(fact: Fact, pool: Sequence[Fact], cfg: SlickConfig) -> list[str]:
     """``n_prompts`` few-shot prompts for ``fact``: exemplars drawn from ``pool`` (same relation, not itself).
 
-    Seeded by the config seed and the fact id, so a question's prompts do not depend on which other
-    questions are categorised with it.
+    Prompt ``p`` of a relation is one seeded shuffle of the relation's facts (config seed, relation, ``p``);
+    a question takes its first ``shots`` facts other than itself. So every question of a relation shares
+    prompt ``p``'s exemplars (the generator computes that prefix once, :class:`~.generate.HFGenerator`),
+    except the few that are among them, whose prompt takes the next fact instead; and a question's prompts
+    do not depend on which other questions are categorised with it. (The paper drew exemplars per question;
+    shared ones are what makes the prefix cache possible.)
     """
-    others = sorted((f for f in pool if f.relation == fact.relation and f.id != fact.id), key=lambda f: f.id)
-    if len(others) < cfg.shots:
-        raise ValueError(f"relation {fact.relation!r} has {len(others)} other facts; {cfg.shots}-shot prompts "
+    others = sorted((f for f in pool if f.relation == fact.relation), key=lambda f: f.id)
+    if sum(f.id != fact.id for f in others) < cfg.shots:
+        raise ValueError(f"relation {fact.relation!r} has {len(others) - 1} other facts; {cfg.shots}-shot prompts "
                          "need more (add facts of that relation or lower shots)")
-    rng = random.Random(f"kinject-slick/{cfg.seed}/{fact.id}")
-    return ["".join(qa_line(e.question, e.answer) for e in rng.sample(others, cfg.shots)) + qa_line(fact.question)
-            for _ in range(cfg.n_prompts)]
+    out = []
+    for p in range(cfg.n_prompts):
+        order = list(others)
+        random.Random(f"kinject-slick/{cfg.seed}/{fact.relation}/{p}").shuffle(order)
+        shots = [e for e in order[:cfg.shots + 1] if e.id != fact.id][:cfg.shots]
+        out.append("".join(qa_line(e.question, e.answer) for e in shots) + qa_line(fact.question))
+    return out
 
 
 def _cached(cache_file: Path | None, cfg: SlickConfig) -> dict[str, dict]:
@@ -147,30 +160,34 @@ def categorise(facts: Sequence[Fact], generate: GenerateFn, cfg: SlickConfig, ca
         log.info("SliCK %s: %d of %d questions from the cache %s", model, len(facts) - len(todo), len(facts),
                  cache_path)
     P = cfg.n_prompts
-    for i in progress(range(0, len(todo), cfg.batch_questions), desc=f"SliCK {model}", unit="batch"):
+    todo.sort(key=lambda f: (f.relation, f.id))  # a relation's questions share prompt prefixes: batch them
+    bar = progress(total=len(todo), desc=f"SliCK {model}", unit="q")
+    for i in range(0, len(todo), cfg.batch_questions):
         batch = todo[i:i + cfg.batch_questions]
-        prompts = [p for f in batch for p in build_prompts(f, pool, cfg)]
+        prompts = [build_prompts(f, pool, cfg) for f in batch]
         seed = cfg.seed * 1_000_003 + i
-        both = getattr(generate, "greedy_and_samples", None)  # one prompt pass for both (HFGenerator)
-        if both is not None and cfg.n_samples:
-            answers = both(prompts, cfg.temperature, cfg.n_samples, cfg.max_new_tokens, seed)
-            greedy, samples = [a[0] for a in answers], [a[1:] for a in answers]
-        else:
-            greedy = [a[0] for a in generate(prompts, 0.0, 1, cfg.max_new_tokens, seed)]
-            samples = generate(prompts, cfg.temperature, cfg.n_samples, cfg.max_new_tokens, seed) \
-                if cfg.n_samples else [[] for _ in prompts]
-        if len(greedy) != len(prompts) or len(samples) != len(prompts):
-            raise RuntimeError(f"generate returned {len(greedy)}/{len(samples)} answers for {len(prompts)} prompts")
-        for j, f in enumerate(batch):
-            g = greedy[j * P:(j + 1) * P]
-            s = [a for lst in samples[j * P:(j + 1) * P] for a in lst]
-            gh, sh = sum(f.is_correct(a) for a in g), sum(f.is_correct(a) for a in s)
+        greedy = generate([p for ps in prompts for p in ps], 0.0, 1, cfg.max_new_tokens, seed)
+        if len(greedy) != len(batch) * P:
+            raise RuntimeError(f"generate returned {len(greedy)} answers for {len(batch) * P} prompts")
+        g = {f.id: [a[0] for a in greedy[j * P:(j + 1) * P]] for j, f in enumerate(batch)}
+        gh = {f.id: sum(f.is_correct(a) for a in g[f.id]) for f in batch}
+        # samples decide only WeaklyKnown vs Unknown, i.e. for questions no greedy answer got right
+        miss = [j for j, f in enumerate(batch) if gh[f.id] == 0] if cfg.n_samples else []
+        samples = generate([p for j in miss for p in prompts[j]], cfg.temperature, cfg.n_samples,
+                           cfg.max_new_tokens, seed) if miss else []
+        if len(samples) != len(miss) * P:
+            raise RuntimeError(f"generate returned {len(samples)} sample lists for {len(miss) * P} prompts")
+        sh = {batch[j].id: sum(batch[j].is_correct(a) for lst in samples[k * P:(k + 1) * P] for a in lst)
+              for k, j in enumerate(miss)}
+        for f in batch:
             row = {"id": f.id, "relation": f.relation, "source": f.source, "model": model,
-                   "category": category_of(gh, P, sh), "greedy_hits": gh, "sample_hits": sh,
-                   "greedy": g, "answer": f.answer, **cfg.key()}
+                   "category": category_of(gh[f.id], P, sh.get(f.id, 0)), "greedy_hits": gh[f.id],
+                   "sample_hits": sh.get(f.id), "greedy": g[f.id], "answer": f.answer, **cfg.key()}
             if cache_path is not None:
                 append_jsonl(cache_path, row)
             done[f.id] = row
+        bar.update(len(batch))
+    bar.close()
     return [done[f.id] for f in facts]
 
 
