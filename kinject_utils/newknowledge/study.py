@@ -36,24 +36,30 @@ class StudyConfig:
 
     n_prompts: int = 4
     n_samples: int = 3
-    per_relation: int = 15
-    n_fictional: int = 15
-    train_size: int = 12
+    per_relation: int = 100
+    n_fictional: int = 60
+    train_size: int = 40
     shares: tuple[float, ...] = (0.0, 0.5, 1.0)
     idk_share: float = 0.5
     mixed_share: float = 0.5
-    single_size: int = 6
-    epochs: int = 6
+    single_size: int = 24
+    epochs: int = 4
     lr: float = 0.002
-    batch_size: int = 4
-    dev_share: float = 0.15
-    test_share: float = 0.3
+    batch_size: int = 8
+    dev_share: float = 0.12
+    test_share: float = 0.53
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
-    gen_batch: int = 32
+    gen_batch: int = 64
+    ood_relations: tuple[str, ...] = ("currency",)
+    n_cities: int = 320
+    min_city_population: int = 500_000
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ood_relations", tuple(self.ood_relations))
+        check_int(self, "n_cities", 0, hint="N_CITIES: city -> country questions (0: N_QUESTIONS)")
+        check_int(self, "min_city_population", 1, hint="MIN_CITY_POPULATION")
         shares = tuple(float(s) for s in self.shares)
         object.__setattr__(self, "shares", shares)
         if len(shares) < 2:
@@ -114,8 +120,19 @@ def examples(facts: Sequence[Fact], slick_rows: Sequence[dict]) -> list[dict]:
 
 
 def build_sets(exs: Sequence[dict], cfg: StudyConfig) -> tuple[dict[str, list[dict]], dict[str, list[dict]], dict]:
-    """``(splits, training sets, notes)``: Unknown-share sets, the IDK variant, the single-category sets."""
-    splits = split(exs, cfg.dev_share, cfg.test_share, cfg.seed)
+    """``(splits, training sets, notes)``: Unknown-share sets, the IDK variant, the single-category sets.
+
+    Questions of ``cfg.ood_relations`` are held out of every split and set: they form the ``ood`` split
+    (out-of-distribution test, relations never fine-tuned on).
+    """
+    unknown = [r for r in cfg.ood_relations if not any(e["relation"] == r for e in exs)]
+    if unknown:
+        raise ValueError(f"OOD_RELATIONS {unknown} have no questions; choose among "
+                         f"{sorted({e['relation'] for e in exs})}")
+    ood = [e for e in exs if e["relation"] in cfg.ood_relations]
+    splits = split([e for e in exs if e["relation"] not in cfg.ood_relations], cfg.dev_share, cfg.test_share,
+                   cfg.seed)
+    splits["ood"] = sorted(ood, key=lambda e: e["id"])
     size = min(cfg.train_size, max_size(splits["train"], cfg.shares))
     if size < 1:
         raise ValueError(f"no training-set size works for shares {list(cfg.shares)}: the train split has too few "
@@ -138,8 +155,8 @@ def train_model(model: str, facts: Sequence[Fact], slick_rows: Sequence[dict], c
     write_json(mdir / "sets.json", {"splits": {k: [e["id"] for e in v] for k, v in splits.items()},
                                     "sets": {k: [e["id"] for e in v] for k, v in sets.items()}, **notes})
     model_obj, tok = loaded if loaded is not None else load(model, cfg.device, cfg.dtype)
-    rows = run_sets(model_obj, tok, sets, {"dev": splits["dev"], "test": splits["test"]}, cfg.sft(),
-                    mdir / "sft", model=model)
+    final = {"test": splits["test"], **({"ood": splits["ood"]} if splits["ood"] else {})}
+    rows = run_sets(model_obj, tok, sets, {"dev": splits["dev"]}, cfg.sft(), mdir / "sft", model=model, final=final)
     notes["sizes"] = {k: len(v) for k, v in splits.items()}
     return rows, notes
 
@@ -228,4 +245,6 @@ def findings_header(cat: Categorised, trained: Trained, cfg: StudyConfig) -> str
             f"Fine-tuned: {', '.join(trained.models)}. SliCK: {cfg.n_prompts} prompts x (1 greedy + {cfg.n_samples} "
             f"samples at T=0.5) (paper: 10 x (1 + 16)). "
             f"Sets: {', '.join(f'{m} {trained.notes[m]}' for m in trained.models)}. "
-            f"Epochs {cfg.epochs}, lr {cfg.lr}, batch {cfg.batch_size}.")
+            f"Epochs {cfg.epochs}, lr {cfg.lr}, batch {cfg.batch_size}."
+            + (f" Out-of-distribution relations (never fine-tuned on): {', '.join(cfg.ood_relations)}."
+               if cfg.ood_relations else ""))
