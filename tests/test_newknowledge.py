@@ -280,6 +280,27 @@ def test_prefix_cache_and_early_stop_keep_the_answers(tmp_path):
     assert s1 == shared(prompts, 5.0, 3, 6, 7) and all(len(a) == 3 for a in s1)
 
 
+def test_kept_prefixes_are_computed_once_per_run_with_the_same_answers(tmp_path):
+    """keep_prefixes: a relation's few prefixes run once over every call (greedy, samples, batch after batch),
+    and the answers equal those of a generator that recomputes them."""
+    from finetune_tiny import make_tiny_llama
+
+    from kinject_utils.models import load_causal_lm
+    from kinject_utils.newknowledge import HFGenerator, build_prompts
+
+    model, tok = load_causal_lm(str(make_tiny_llama(tmp_path / "m")), dtype="float32", device="cpu")
+    facts = _facts(8)
+    prompts = [p for f in facts for p in build_prompts(f, facts, SlickConfig(n_prompts=2))]
+    kept, fresh = HFGenerator(model, tok, batch_size=5, keep_prefixes=True), HFGenerator(model, tok, batch_size=5)
+    for call in [(prompts, 0.0, 1, 6, 0), (prompts[:7], 0.0, 1, 6, 0), (prompts, 5.0, 3, 6, 7)]:
+        assert kept(*call) == fresh(*call)
+    once = kept.stats["prefix_tokens"]
+    prefixes = {p[:p.rfind("\n\n") + 2] for p in prompts}  # the exemplars: shared by most of a relation's prompts
+    assert 0 < once and len(kept._kept) == len(prefixes) < len(prompts)
+    kept(prompts, 0.0, 1, 6, 0)
+    assert kept.stats["prefix_tokens"] == once and fresh.stats["prefix_tokens"] > 2 * once
+
+
 def test_two_stage_sampler_matches_the_distribution():
     """The top-k-then-tail sampler draws from softmax(logits / T): frequencies of a known distribution."""
     import torch

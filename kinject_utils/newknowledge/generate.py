@@ -50,12 +50,19 @@ class HFGenerator:
         model: a causal LM (plain or peft-wrapped), already on its device.
         tok: its tokenizer (pad token set; ``load_causal_lm`` does that).
         batch_size: prompts per forward pass (sampling multiplies the decode rows by ``n``).
+        share_prefix: run each few-shot prefix once per call and the prompts' own tokens against it.
+        keep_prefixes: keep each prefix's cache for every later call too (SliCK's greedy and sampled calls,
+            batch after batch, share a relation's few prefixes). Only while the weights do not change: a
+            generator over a model being fine-tuned must not keep them.
     """
 
-    def __init__(self, model: Any, tok: Any, batch_size: int = 16, share_prefix: bool = True) -> None:
+    def __init__(self, model: Any, tok: Any, batch_size: int = 16, share_prefix: bool = True,
+                 keep_prefixes: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tok, self.batch_size, self.share_prefix = model, tok, batch_size, share_prefix
+        self.keep_prefixes = keep_prefixes  # frozen weights only: a kept prefix is stale once the model trains
+        self._kept: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
         self._newline_ids: set[int] | None = None
         self.stats = {"prompts": 0, "prefix_tokens": 0, "own_tokens": 0, "decode_rows": 0, "full_softmax_rows": 0}
 
@@ -92,7 +99,13 @@ class HFGenerator:
             return None
         from ..scoring.prefix_cache import prefix_kv
 
-        return prefix_kv(self.model, ids)
+        if not self.keep_prefixes:
+            return prefix_kv(self.model, ids)
+        key = tuple(ids)
+        if key not in self._kept:  # every call of a run (greedy, samples, each batch of questions) reuses it
+            self._kept[key] = prefix_kv(self.model, ids)
+            self.stats["prefix_tokens"] += len(ids)
+        return self._kept[key]
 
     def _batch(self, own: list[list[int]], kv: list[tuple[Any, Any]] | None, n_prefix: int, temperature: float,
                n: int, max_new_tokens: int, gen: Any, greedy_first: bool = False) -> list[list[str]]:
@@ -113,7 +126,8 @@ class HFGenerator:
         pos = (n_prefix + own_mask.cumsum(-1) - 1).clamp(min=0)
         extra = cache_kwargs(self.model, expand_cache(kv, B)) if kv else {"use_cache": True}
         self.stats["prompts"] += B
-        self.stats["prefix_tokens"] += n_prefix
+        if not self.keep_prefixes:
+            self.stats["prefix_tokens"] += n_prefix  # kept prefixes are counted once, when computed
         self.stats["own_tokens"] += int(own_mask.sum())
         with torch.no_grad():
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **extra)

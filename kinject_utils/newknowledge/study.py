@@ -106,7 +106,7 @@ def categorise_model(model: str, facts: Sequence[Fact], cfg: StudyConfig, result
     """SliCK rows for one model (cached in ``<model>/slick.jsonl``); ``seconds`` = time spent this call."""
     t0 = time.perf_counter()
     model_obj, tok = loaded if loaded is not None else load(model, cfg.device, cfg.dtype)
-    gen = HFGenerator(model_obj, tok, batch_size=cfg.gen_batch)
+    gen = HFGenerator(model_obj, tok, batch_size=cfg.gen_batch, keep_prefixes=True)  # base model: frozen
     rows = categorise(facts, gen, cfg.slick(), model_dir(results_dir, model) / "slick.jsonl", model=model)
     log.info("SliCK %s: %d questions in %.0f s", model, len(rows), time.perf_counter() - t0)
     return rows
