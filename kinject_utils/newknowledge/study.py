@@ -1,7 +1,7 @@
 """Notebook 07's pipeline: load, categorise (SliCK), build the sets, fine-tune each one; per model or for all.
 
     cfg = StudyConfig(n_prompts=4, n_samples=4, train_size=16, shares=(0, 0.5, 1), epochs=4)
-    facts = collect_facts(cfg.per_relation, cfg.n_fictional, cfg.seed)
+    facts = study_facts(cfg)   # geonames or EntityQuestions (cfg.facts), + fictional, + QA files
     cat = categorise_models(["smollm2-135m", "gemma3-270m"], facts, cfg, "results")  # + 07_slick.csv
     trained = train_models(choose_models(["best"], cat.counts), facts, cat.rows, cfg, "results")
 
@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import layout
+from ..data.source import EQ_RELATIONS
 from ..device import normalise_dtype, resolve
 from ..io import slug, write_json
 from ..log import get_logger
 from ..settings import check_device, check_float, check_int
 from .claims import write_slick_csv
-from .facts import Fact
+from .entity_questions import PAPER_RELATIONS as EQ_PAPER_RELATIONS
+from .entity_questions import check_relations
+from .facts import FACT_SOURCES, RELATIONS, Fact, collect_facts
 from .generate import HFGenerator
 from .sets import idk_variant, max_size, share_name, single_category_sets, split, unknown_share_sets
 from .sft import SftConfig, run_sets
@@ -55,9 +58,22 @@ class StudyConfig:
     ood_relations: tuple[str, ...] = ("currency",)
     n_cities: int = 320
     min_city_population: int = 500_000
+    facts: str = "geonames"
+    eq_relations: tuple[str, ...] = EQ_PAPER_RELATIONS
+    entity_questions_dir: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ood_relations", tuple(self.ood_relations))
+        if self.facts not in FACT_SOURCES:
+            raise ValueError(f"FACTS={self.facts!r}: choose one of {list(FACT_SOURCES)} (geonames: embedded, offline; "
+                             "entity_questions: the paper's questions, downloaded once)")
+        object.__setattr__(self, "eq_relations", check_relations(self.eq_relations))
+        if self.facts == "entity_questions":
+            geo = [r for r in self.ood_relations if r in RELATIONS]
+            if geo:
+                raise ValueError(f"OOD_RELATIONS {geo} are geonames relations, absent with FACTS=entity_questions: "
+                                 "hold out EntityQuestions relations (Wikidata ids), e.g. the paper's "
+                                 "[P106, P127, P170, P175, P20, P413, P50]")
         check_int(self, "n_cities", 0, hint="N_CITIES: city -> country questions (0: N_QUESTIONS)")
         check_int(self, "min_city_population", 1, hint="MIN_CITY_POPULATION")
         shares = tuple(float(s) for s in self.shares)
@@ -87,6 +103,18 @@ class StudyConfig:
 
     def sft(self) -> SftConfig:
         return SftConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed)
+
+
+def study_facts(cfg: StudyConfig, qa_files: Sequence[str | Path] = ()) -> list[Fact]:
+    """Notebook 07's question pool for ``cfg``: its real facts (``cfg.facts``), fictional facts and QA files.
+
+    With EntityQuestions the pool holds ``cfg.eq_relations`` and the OOD relations (held out later, by
+    :func:`build_sets`), ``cfg.per_relation`` questions each.
+    """
+    eq = cfg.eq_relations + tuple(r for r in cfg.ood_relations if r not in cfg.eq_relations and r in EQ_RELATIONS)
+    return collect_facts(per_relation=cfg.per_relation, n_fictional=cfg.n_fictional, seed=cfg.seed, qa_files=qa_files,
+                         n_cities=cfg.n_cities, min_city_population=cfg.min_city_population, source=cfg.facts,
+                         eq_relations=eq, eq_dir=cfg.entity_questions_dir)
 
 
 def model_dir(results_dir: str | Path, model: str) -> Path:

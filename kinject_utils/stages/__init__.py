@@ -56,16 +56,30 @@ def plan_study(params: Mapping[str, Mapping[str, Any]]) -> dict[str, StagePlan]:
 
 def plan_07(p: Mapping[str, Any]) -> StagePlan:
     """Notebook 07's work in counts (SliCK generations, fine-tuning runs); its time is not modelled."""
-    cities = int(p.get("N_CITIES", 0) or p.get("N_QUESTIONS", 0))  # city -> country has its own count
-    n_q = 3 * int(p.get("N_QUESTIONS", 0)) + cities + int(p.get("N_FICTIONAL", 0))  # 4 real relations + invented
+    per = int(p.get("N_QUESTIONS", 0))
+    source = ""
+    if p.get("FACTS", "geonames") == "entity_questions":  # the relations the config names, N_QUESTIONS each (at most)
+        from ..data import describe_source
+
+        eq = list(p.get("EQ_RELATIONS") or [])
+        ood = [r for r in p.get("OOD_RELATIONS") or [] if r not in eq]
+        n_q = per * (len(eq) + len(ood)) + int(p.get("N_FICTIONAL", 0))
+        source = (f"facts: EntityQuestions, {len(eq)} relations + {len(ood)} OOD x up to {per} questions "
+                  f"(a relation with fewer gives fewer); data: "
+                  f"{describe_source('entity_questions', p.get('ENTITY_QUESTIONS_DIR', ''))}")
+    else:
+        cities = int(p.get("N_CITIES", 0) or per)  # city -> country has its own count
+        n_q = 3 * per + cities + int(p.get("N_FICTIONAL", 0))  # 4 real relations + invented
     gens = int(p.get("N_PROMPTS", 0)) * (1 + int(p.get("N_SAMPLES", 0)))  # at most: Known questions are not sampled
     n_sets = len(p.get("UNKNOWN_SHARES") or []) + 1 + 3  # the shares, the IDK variant, up to 3 single-category sets
     plan = StagePlan("07", "new knowledge", [
-        f"models {p.get('MODELS')} on {p.get('DEVICE')}: SliCK over ~{n_q} questions (+ QA_FILES) x "
+        f"models {p.get('MODELS')} on {p.get('DEVICE')}: SliCK over ~{n_q:,} questions (+ QA_FILES) x "
         f"{p.get('N_PROMPTS')} prompts x (1 greedy + {p.get('N_SAMPLES')} samples) = ~{n_q * gens:,} answers per model",
         f"fine-tunes {p.get('TRAIN_MODELS')}: up to {n_sets} sets of {p.get('TRAIN_SIZE')} (single-category: "
         f"{p.get('SINGLE_SIZE')}) examples x {p.get('EPOCHS')} epochs, train and dev answered after every epoch, "
         f"test (and OOD relations {p.get('OOD_RELATIONS')}) at early stop and convergence"])
+    if source:
+        plan.lines.insert(0, source)
     plan.counts = {"questions": n_q, "answers_per_model": n_q * gens}
     plan.hours = None
     plan.unmeasured.append("07 (see the runner's timings.json of an earlier run)")
