@@ -15,6 +15,7 @@ from typing import Any
 from .. import finetune as ft
 from .. import layout, plots, tasks
 from ..device import cpu_precision_report, resolve
+from ..execute import ExecutorSettings
 from ..io import resolve_path, slug, write_csv
 from ..log import get_logger
 from ..settings import check_choice, check_float, check_int
@@ -54,8 +55,13 @@ class FinetuneSettings(StageSettings):
     lr_search_docs: int = 8
     memo_max_chunks: int = 8
     plan_budget_minutes: float = 30.0
+    executor: str = "local"
+    ray_address: str = "auto"
+    task_cpus: int = 0
+    task_gpus: float = 1.0
 
     def __post_init__(self) -> None:
+        self.executor_settings()  # validates EXECUTOR, RAY_ADDRESS, TASK_CPUS, TASK_GPUS
         check_choice(self, "fixed_budget", ("ft-reg", "ft-par-max", "off"))
         for name in ("epochs", "reg_epochs", "n_par", "lr_search_docs", "memo_max_chunks", "max_train_tokens"):
             check_int(self, name, 0)
@@ -65,6 +71,10 @@ class FinetuneSettings(StageSettings):
             raise ValueError(f"SWEEP must be a list of paraphrase counts >= 0, e.g. [0, 10], got {self.sweep!r}")
         if not isinstance(self.ft_settings, dict):
             raise ValueError(f"FT_SETTINGS must be a mapping of FinetuneConfig fields, got {self.ft_settings!r}")
+
+    def executor_settings(self) -> ExecutorSettings:
+        """Where the jobs run (:mod:`kinject_utils.execute`): ``EXECUTOR`` and its resources per task."""
+        return ExecutorSettings(self.executor, self.ray_address, self.task_cpus, self.task_gpus)
 
     def config(self) -> ft.FinetuneConfig:
         """The preset with this notebook's epochs, seed, device, dtype, token cap and ``FT_SETTINGS`` applied."""
@@ -186,12 +196,20 @@ def lr_search(s: FinetuneSettings, cfg: ft.FinetuneConfig, task_objs: dict[str, 
 
 def train(s: FinetuneSettings, cfg: ft.FinetuneConfig, task_objs: dict[str, Any],
           pars: dict[str, dict]) -> list[dict[str, Any]]:
-    """Train (or find trained) every adapter of every model x task; writes the adapter index; returns its rows."""
+    """Train (or find trained) every adapter of every model x task; writes the adapter index; returns its rows.
+
+    Each adapter is one job (:class:`kinject_utils.finetune.variants.TrainJob`), run here one after another
+    (``EXECUTOR: local``) or as Ray tasks, one GPU or ``TASK_CPUS`` threads each (``EXECUTOR: ray``).
+    """
+    from ..execute import run_jobs
+    from ..finetune.variants import variant_jobs
+
     results = resolve_path(s.results_dir)
-    rows = []
-    for model in s.models:
-        for name, task in task_objs.items():
-            rows += ft.train_variants(model, task, pars[name], cfg, results, **s.variants_for(model))
+    ex = s.executor_settings()
+    jobs = [job for model in s.models for name, task in task_objs.items()
+            for job in variant_jobs(model, task, pars[name], cfg, results, **s.variants_for(model),
+                                    progress=ex.executor == "local")]
+    rows = run_jobs(jobs, ex, desc="adapters", progress=ex.executor != "local", device=s.device)
     ft.write_adapter_index(results, rows)
     return rows
 
