@@ -1,6 +1,6 @@
 """Where a stage's independent jobs run: one after another in this process (``local``) or as Ray tasks.
 
-Notebook 03's adapter trainings and notebook 05's scorings (one job per model x adapter: its cells
+Notebook 03's adapter trainings and notebook 05's scorings (one job per model x task x adapter: its cells
 share one loaded model) are independent: each writes its own files atomically, through the same
 content-hash caches, whichever executor runs it. So a Ray run, a local run and a run killed half-way
 and resumed write the same ``03_adapters/`` and ``05_scores.csv``.

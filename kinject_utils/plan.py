@@ -22,7 +22,7 @@ def plan_run(settings: Any, chosen: list[tuple[Path, dict[str, Any]]],
     """One :class:`~kinject_utils.stages.StagePlan` per chosen notebook (``chosen``, ``declared`` as
     :func:`kinject_utils.runner.prepare` returns them: each notebook's parameters, defaults filled in).
 
-    ``workers`` (> 0): notebook 03's adapters and 05's model x adapter jobs are scheduled onto that many
+    ``workers`` (> 0): notebook 03's adapters and 05's model x task x adapter jobs are scheduled onto that many
     GPUs or CPU slots (:func:`add_schedule`), and 03's hours become the grid's wall time there."""
     params = {num: {**_defaults(d), **settings.parameters_for(num, d)} for num, d in declared.items()}
     plans = plan_study(params)
@@ -37,7 +37,7 @@ def add_schedule(p: StagePlan, workers: int, executor: str = "ray") -> None:
     loaded worker (:func:`kinject_utils.execute.schedule`), and the expected wall time.
 
     03: one job per adapter at its planned minutes (measured tokens/s), so ``p.hours`` becomes the
-    slowest worker's hours. 05: one job per model x adapter, sized by scored questions (its speed is not
+    slowest worker's hours. 05: one job per model x task x adapter, sized by scored questions (its speed is not
     measured, so no time).
     """
     if p.num == "03":
@@ -47,7 +47,7 @@ def add_schedule(p: StagePlan, workers: int, executor: str = "ray") -> None:
         sizes = {}
         for key, q in p.counts.get("cells", {}).items():
             model, task, _method, _shots, _k, variant, _budget = key.split(" / ")
-            job = f"{model} / {task} / {variant}" if variant else f"{model} / base model"  # as score_study's jobs
+            job = f"{model} / {task} / {variant or 'base model'}"  # as score_study's jobs
             sizes[job] = sizes.get(job, 0.0) + q
         unit, fmt = "questions", (lambda x: f"{x:,.0f} questions")
     else:

@@ -51,7 +51,7 @@ def score_study(results_dir: str | Path, models: list[str], task_names: list[str
     are resolved against ``results_dir``, so a copied results folder scores its own adapters.
 
     ``executor`` (:class:`kinject_utils.execute.ExecutorSettings`; ``None``: local) decides where the
-    cells are scored: here, one after another, or as one :class:`ScoreJob` per model x adapter (its
+    cells are scored: here, one after another, or as one :class:`ScoreJob` per model x task x adapter (its
     cells share one loaded model) on Ray. Either way each cell lands in the same score cache and
     ``05_scores.csv`` is rebuilt from it here.
     """
@@ -69,12 +69,12 @@ def score_study(results_dir: str | Path, models: list[str], task_names: list[str
     specs = grid_specs(results_dir, models, tasks, cfg, dev)
     if executor.executor == "local":
         return score_cells_here(results_dir, specs, tasks, cfg, dev, dtype, progress, run_all=True)
-    groups: dict[tuple[str, str], list[ScoreSpec]] = {}
+    groups: dict[tuple[str, str, str], list[ScoreSpec]] = {}
     for spec in pending_cells(specs, results_dir):
-        groups.setdefault((spec.model, spec.adapter_dir), []).append(spec)
+        groups.setdefault((spec.model, spec.task, spec.adapter_dir), []).append(spec)
     jobs = [ScoreJob(str(results_dir), cells, sorted({c.task for c in cells}), cfg, dev, dtype)
             for cells in groups.values()]
-    run_jobs(jobs, executor, desc="scoring (model x adapter)", progress=progress, device=dev)
+    run_jobs(jobs, executor, desc="scoring (model x task x adapter)", progress=progress, device=dev)
     return collect_scores(specs, results_dir)
 
 
@@ -121,7 +121,7 @@ def score_cells_here(results_dir: Path, specs: list[ScoreSpec], tasks: dict[str,
 
 @dataclasses.dataclass
 class ScoreJob:
-    """The cells of one model x adapter, scored as one job (:mod:`kinject_utils.execute`): one model load,
+    """The cells of one model x task x adapter, scored as one job (:mod:`kinject_utils.execute`): one model load,
     each cell written atomically to the score cache (a cell already there is skipped)."""
 
     results_dir: str
@@ -135,7 +135,7 @@ class ScoreJob:
     @property
     def label(self) -> str:
         c = self.cells[0]
-        return f"{c.model} / {c.adapter_dir or 'base model'} ({len(self.cells)} cells)"
+        return f"{c.model} / {c.task} / {Path(c.adapter_dir).name if c.adapter_dir else 'base model'}"
 
     def __call__(self) -> int:
         results = Path(self.results_dir)
