@@ -38,8 +38,10 @@ log = get_logger("execute")
 EXECUTORS = ("local", "ray")
 RAY_MISSING = ("EXECUTOR: ray needs Ray, which is not installed here. Fix: pip install -e .[ray] (or "
                "pip install 'ray==2.60.0'), or set EXECUTOR: local")
-#: environment a task needs to find the project's data, models and code (passed to Ray's workers)
-_ENV = ("PYTHONPATH", "KINJECT_DATA", "KINJECT_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+#: environment a task needs to find the project's data, models and code (passed to Ray's workers); never a
+#: token or key (Ray stores a job's runtime environment in its cluster state)
+_ENV_PREFIXES = ("KINJECT_", "HF_", "TRANSFORMERS_")
+_SECRET = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 
 
 @dataclasses.dataclass
@@ -121,7 +123,9 @@ def import_ray() -> Any:
 
 
 def _env() -> dict[str, str]:
-    return {k: os.environ[k] for k in _ENV if k in os.environ}
+    """``PYTHONPATH`` and the ``KINJECT_*``, ``HF_*`` and ``TRANSFORMERS_*`` variables, less any secret."""
+    return {k: v for k, v in os.environ.items() if (k == "PYTHONPATH" or k.startswith(_ENV_PREFIXES))
+            and not any(word in k.upper() for word in _SECRET)}
 
 
 def connect(settings: ExecutorSettings, num_cpus: int | None = None) -> bool:

@@ -144,3 +144,13 @@ def test_tiny_config_on_a_local_ray_cluster_gives_the_local_files(tmp_path, monk
     run(on_ray, ["05"], ray_sets)
     assert _csv_without(layout.scores_csv(on_ray), "seconds") == want
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished cells were scored again"
+
+
+def test_tasks_get_the_projects_environment_but_no_secret(monkeypatch):
+    monkeypatch.setenv("KINJECT_DTYPE", "float32")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("KINJECT_API_KEY", "sk-secret")
+    env = execute._env()
+    assert env["KINJECT_DTYPE"] == "float32" and env["HF_HUB_OFFLINE"] == "1"
+    assert "HF_TOKEN" not in env and "KINJECT_API_KEY" not in env
