@@ -138,9 +138,15 @@ def connect(settings: ExecutorSettings, num_cpus: int | None = None) -> bool:
         return False
     if settings.ray_address == "auto":
         log.info("starting a local Ray on 127.0.0.1 (%s CPUs)", num_cpus or os.cpu_count())
-        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
-                 object_store_memory=200 * 1024 ** 2, runtime_env={"env_vars": _env()},
-                 configure_logging=False, log_to_driver=True)
+        try:
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
+                     object_store_memory=200 * 1024 ** 2, runtime_env={"env_vars": _env()},
+                     configure_logging=False, log_to_driver=True)
+        except Exception as exc:
+            ray.shutdown()  # what did start of the failed node
+            raise RuntimeError(f"a local Ray could not start here ({type(exc).__name__}: {exc}). Ray gives its "
+                               "processes a fixed 30 s to start, which a heavily loaded machine can miss: retry "
+                               "when the load is lower, or set EXECUTOR: local") from exc
         return True
     log.info("joining the Ray cluster at %s", settings.ray_address)
     ray.init(address=settings.ray_address, runtime_env={"env_vars": _env()}, configure_logging=False)

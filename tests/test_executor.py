@@ -1,6 +1,7 @@
 """The executors (kinject_utils.execute): local and Ray give the same files; settings, schedule and plan."""
 import csv
 import io
+import os
 import shutil
 import sys
 import threading
@@ -99,6 +100,34 @@ def _kill_once(label_part: str, seen: list[str], stop: threading.Event, after_s:
                     seen.append(title)
                     return
         time.sleep(0.2)
+
+
+class _Flaky:
+    """A job that fails its first ``fails`` attempts (counted in ``marker``, across Ray's workers)."""
+
+    gpu = False
+
+    def __init__(self, label: str, marker: Path, fails: int):
+        self.label, self.marker, self.fails = label, marker, fails
+
+    def __call__(self) -> int:
+        n = int(self.marker.read_text()) + 1 if self.marker.exists() else 1
+        self.marker.write_text(str(n))
+        if n <= self.fails:
+            raise RuntimeError(f"attempt {n} failed")
+        return n
+
+
+@pytest.mark.slow
+def test_ray_retries_a_failed_task_once_and_names_one_that_fails_twice(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    here = str(Path(__file__).resolve().parent)  # the workers import this module to unpickle _Flaky
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    jobs = [_Flaky("once", tmp_path / "a", 1), _Flaky("always", tmp_path / "b", 9), _Flaky("fine", tmp_path / "c", 0)]
+    with pytest.raises(execute.JobsFailed, match=r"1 job\(s\) failed after a retry \(2 finished") as err:
+        execute.run_jobs(jobs, execute.ExecutorSettings(executor="ray", task_cpus=1), progress=False)
+    assert err.value.failures == {"always": "RuntimeError: attempt 2 failed"}
+    assert [(tmp_path / m).read_text() for m in "abc"] == ["2", "2", "1"]  # one retry each, none for "fine"
 
 
 @pytest.mark.slow
