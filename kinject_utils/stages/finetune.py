@@ -141,7 +141,8 @@ def plan(s: FinetuneSettings, task_objs: dict[str, Any], pars: dict[str, dict], 
     as ``budget_steps`` after training). ``counts["rows"]`` holds each adapter's full plan.
     """
     cfg = cfg or s.config()
-    p = StagePlan("03", "fine-tune", [f"models {s.trained_models()} on {s.device}; {s.ft_preset}: {cfg.method} r={cfg.lora_r}, "
+    p = StagePlan("03", "fine-tune", [f"models {s.trained_models()} on {s.device}; {s.ft_preset}: {cfg.method} "
+                                      f"r={cfg.lora_r}, "
                                       f"effective batch {cfg.effective_batch}, micro-batch {cfg.micro_batch}, "
                                       f"{s.epochs} epoch(s), {cfg.chunk_len}-token chunks"])
     rows, how = _rows(s, cfg, task_objs, pars, warn)
