@@ -17,7 +17,7 @@ __all__ = ["FT_MODELS", "FT_TASKS", "MODELS", "StagePlan", "StageSettings", "TAS
 #: the default study's tasks, models and fine-tuned tasks (the notebooks' parameter defaults)
 TASKS = ("fictional_news", "fictional_knowledge", "mmlu")
 MODELS = ("smollm2-135m", "gemma3-270m")
-#: fine-tuned in the default study (notebook 03's FT_MODELS): Gemma-3 too adds ~22 min on an AVX2 laptop
+#: fine-tuned in the default study (notebook 03's FT_MODELS): Gemma-3 too: 52 min instead of 31 on an AVX2 laptop
 FT_MODELS = ("smollm2-135m",)
 FT_TASKS = ("fictional_news", "custom")
 
