@@ -113,8 +113,9 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def readme_block(claims: list[dict], scores: Any, readme_dir: str | os.PathLike, results_dir: str | os.PathLike,
-                 figures_dir: str | os.PathLike) -> str:
-    """The README's results block: the headline figure, the accuracy table, one row per claim.
+                 figures_dir: str | os.PathLike, memo: Any = None) -> str:
+    """The README's results block: the headline figure, the accuracy table, what each adapter learned (from
+    ``memo``, ``03_memorisation.csv``, when there is one), one row per claim.
 
     Links are relative to ``readme_dir``, so they work on GitHub and in a clone.
     """
@@ -128,10 +129,22 @@ def readme_block(claims: list[dict], scores: Any, readme_dir: str | os.PathLike,
         f"intervals in [`{res['scores']}`]({res['scores']}), the machines and timings in "
         f"[`{_rel(here / 'docs' / 'RESULTS.md', here)}`]({_rel(here / 'docs' / 'RESULTS.md', here)}):", "",
         plots.accuracy_markdown(scores).rstrip("\n"), "",
+        *_learned_lines(memo, scores, here, results_dir),
         "The paper's claims, each comparison decided by its paired 95% bootstrap interval on the same questions "
         "(it holds on the claimed side of 0, is undecided while the interval contains 0). Written by notebook 06 "
         f"from [`{res['json']}`]({res['json']}); every comparison in [`{res['md']}`]({res['md']}):", "",
         *engine.claims_table(claims, res["md"]), ""])
+
+
+def _learned_lines(memo: Any, scores: Any, here: Path, results_dir: str | os.PathLike) -> list[str]:
+    table = study.memorisation_vs_accuracy(memo, scores)
+    if not len(table):
+        return []
+    memo_csv = _rel(layout.memorisation_csv(results_dir), here)
+    return [f"Has each adapter learned its text? Knowledge-base loss (nats per token) before -> after training "
+            f"([`{memo_csv}`]({memo_csv})) beside its accuracy; FT-reg counts as trained when it removes at least "
+            f"{study.LEARNED_SHARE:.0%} of FT-par's drop (`06_claims.md`):", "",
+            plots.learned_markdown(table).rstrip("\n"), ""]
 
 
 def write_readme(results_dir: str | os.PathLike, figures_dir: str | os.PathLike,
@@ -150,6 +163,8 @@ def write_readme(results_dir: str | os.PathLike, figures_dir: str | os.PathLike,
                  ", ".join(f"{d}/" for d in REFERENCE_DIRS), results_dir)
         return None
     claims, scores = read_json(layout.claims_json(results_dir)), read_csv(layout.scores_csv(results_dir), frame=True)
-    block = readme_block(claims, scores, root, results_dir, figures_dir)
+    memo_csv = layout.memorisation_csv(results_dir)
+    memo = read_csv(memo_csv, frame=True) if memo_csv.exists() else None
+    block = readme_block(claims, scores, root, results_dir, figures_dir, memo)
     engine.replace_block(readme, block)
     return block

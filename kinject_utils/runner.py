@@ -5,6 +5,7 @@
     python -m kinject_utils.runner -f configs/tiny.yaml --only 04 05
     python -m kinject_utils.runner -f configs/tiny.yaml --set 03.EPOCHS=2 --set SEED=1
     python -m kinject_utils.runner -f configs/paper_mistral7b.yaml --plan   # what it would do, offline
+    python -m kinject_utils.runner -f configs/paper_mistral7b.yaml --plan --workers 8 --set EXECUTOR=ray
 
 The config format and its checks are in :mod:`kinject_utils.config` (``run:`` the notebooks it
 executes, ``params`` for every notebook that declares them, ``notebooks: {"03": {...}}`` for one,
@@ -305,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", action="store_true",
                     help="print what each notebook would load, on which device, tokens, steps and expected "
                          "time, then exit (offline; runs nothing)")
+    ap.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="with --plan: schedule notebook 03's adapters and 05's jobs on N GPUs or CPU slots "
+                         "(EXECUTOR: ray) and print each worker's jobs and the expected wall time")
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="stream every cell's output (the notebooks' own progress bars) to the terminal")
     args = ap.parse_args(argv)
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             from .plan import format_plan, plan_run
 
             settings, chosen, declared = prepare(args.config, only=args.only, sets=args.sets)
-            print(format_plan(plan_run(settings, chosen, declared)))
+            print(format_plan(plan_run(settings, chosen, declared, workers=args.workers)))
             last = layout.timings_json(args.out or layout.runs_dir(project_root(), settings.name))
             if last.exists():
                 secs = json.loads(last.read_text(encoding="utf-8")).get("seconds", {})

@@ -75,7 +75,8 @@ def _block(text):
 
 def test_the_readme_block_is_what_notebook_06_writes_from_the_committed_results():
     want = report.readme_block(read_json(layout.claims_json(RESULTS)), read_csv(layout.scores_csv(RESULTS), frame=True),
-                               ROOT, RESULTS, FIGURES)
+                               ROOT, RESULTS, FIGURES, read_csv(layout.memorisation_csv(RESULTS), frame=True))
+    assert "Has each adapter learned its text?" in want  # the learned table, one row per adapter
     assert _block((ROOT / "README.md").read_text(encoding="utf-8")) == want, \
         "README's results block is not notebook 06's: run notebook 06 (make study --only 06), never edit it by hand"
     for c in read_json(layout.claims_json(RESULTS)):  # one row per claim, linked to its anchored section

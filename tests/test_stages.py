@@ -52,10 +52,18 @@ def test_notebook_code_cells_are_short_and_define_nothing(nb):
 
 
 def test_the_sweep_rule_lives_in_one_place():
-    s = stages.finetune.FinetuneSettings(models=["a", "b"], sweep=[0, 2], sweep_models=["a"], n_par=2,
+    s = stages.finetune.FinetuneSettings(models=["a", "b"], ft_models=[], sweep=[0, 2], sweep_models=["a"], n_par=2,
                                          fixed_budget="ft-reg", reg_epochs=3)
     assert s.variants_for("a") == {"sweep": [0, 2], "n_par": 2, "fixed_budget": "ft-reg", "reg_epochs": 3}
     assert s.variants_for("b") == {"sweep": [], "n_par": 2, "fixed_budget": "off", "reg_epochs": 3}
+
+
+def test_ft_models_picks_the_fine_tuned_models_of_models():
+    s = stages.finetune.FinetuneSettings(models=["a", "b", "c"], ft_models=["c", "a"])
+    assert s.trained_models() == ["a", "c"]  # in MODELS' order
+    assert stages.finetune.FinetuneSettings(models=["a", "b"], ft_models=[]).trained_models() == ["a", "b"]
+    with pytest.raises(ValueError, match=r"FT_MODELS \['x'\] must name models of MODELS"):
+        stages.finetune.FinetuneSettings(models=["a"], ft_models=["x"])
 
 
 def check_plan_counts(before: dict[str, stages.StagePlan], results: Path) -> None:
@@ -98,13 +106,14 @@ def _news(n_docs: int = 4, n_q: int = 10) -> tasks.Task:
 
 
 def test_score_plan_counts_adapter_cells_only_for_the_models_03_trains(tmp_path):
-    """Model b is scored (05's MODELS) but not fine-tuned (03's MODELS): base and base+RAG only. Model a gets
+    """Model b is scored (05's MODELS) but not fine-tuned (03's FT_MODELS): base and base+RAG only. Model a gets
     FT-reg and FT-par (each with +RAG) and the sweep at fixed epochs and at FT-reg's steps."""
     task = _news()
     pars = {"fictional_news": {d.doc_id: [f"In Town{i} a bridge was opened by the mayor, version {j}." * 3
                                           for j in range(10)] for i, d in enumerate(task.docs)}}
-    s03 = stages.finetune.FinetuneSettings(results_dir=str(tmp_path), models=["a"], tasks=["fictional_news"],
-                                           ft_tasks=[], n_par=2, sweep=[0, 2, 10], sweep_models=["a"])
+    s03 = stages.finetune.FinetuneSettings(results_dir=str(tmp_path), models=["a", "b"], ft_models=["a"],
+                                           tasks=["fictional_news"], ft_tasks=[], n_par=2, sweep=[0, 2, 10],
+                                           sweep_models=["a"])
     p03 = stages.finetune.plan(s03, {"fictional_news": task}, pars, warn=False)
     assert set(p03.counts["adapters"]) >= {"a / fictional_news / ft-reg", "a / fictional_news / ft-par",
                                            "a / fictional_news / ft-par-10"}

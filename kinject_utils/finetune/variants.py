@@ -219,39 +219,70 @@ def variant_corpora(tok: Any, task: Any, paraphrases: Mapping[str, Sequence[str]
                                   reg_epochs=reg_epochs, epochs=cfg.epochs, tokens_of=lambda n: tokens[n])
 
 
+@dataclasses.dataclass
+class TrainJob:
+    """One adapter to train (or find trained), as a job any executor can run (:mod:`kinject_utils.execute`).
+
+    Picklable: the corpus and settings travel with it, so a Ray worker needs only the model's files.
+    Returns the adapter's index row (:func:`train_variants`).
+    """
+
+    model_name: str
+    task_name: str
+    variant: Variant
+    corpus: list
+    cfg: FinetuneConfig
+    out: str
+    progress: bool = True
+    gpu = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} / {self.task_name} / {self.variant.name}"
+
+    def __call__(self) -> dict[str, Any]:
+        v, t0 = self.variant, time.perf_counter()
+        res = train_adapter(self.model_name, self.corpus, self.cfg, self.out, progress=self.progress)
+        secs = 0.0 if res.skipped else time.perf_counter() - t0
+        log.info("%s / %s / %s: %s, %d steps (%g epochs), %d tokens, final loss %.3f, %.0f tok/s, %.1f%% real "
+                 "tokens, %.1f s this run", self.model_name, self.task_name, v.name,
+                 "already trained" if res.skipped else "trained", res.steps, res.epochs, res.tokens,
+                 res.final_loss, res.tokens_per_s, 100 * res.real_token_fraction, secs)
+        return {"model": self.model_name, "task": self.task_name, "variant": v.name,
+                "n_paraphrases": v.n_paraphrases, "budget": v.budget, "budget_steps": res.steps,
+                "epochs": res.epochs, "sweep": v.sweep, "tokens": res.tokens, "final_loss": res.final_loss,
+                "wall_s": res.wall_s, "adapter_dir": str(self.out), "trained_now_s": round(secs, 2)}
+
+
+def variant_jobs(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str]], cfg: FinetuneConfig,
+                 results_dir: str | os.PathLike, *, sweep: Sequence[int] = (0,), n_par: int = 0,
+                 fixed_budget: str = "off", reg_epochs: int = 0, progress: bool = True) -> list[TrainJob]:
+    """Every adapter of one model x task as a :class:`TrainJob` (arguments as :func:`train_variants`)."""
+    if not task.docs:
+        raise ValueError(f"task {task.name} has no knowledge base (kb.jsonl is empty): nothing to fine-tune on")
+    corpora, variants = variant_corpora(tokenizer_for(model_name), task, paraphrases, cfg, sweep=sweep,
+                                        n_par=n_par, fixed_budget=fixed_budget, reg_epochs=reg_epochs)
+    return [TrainJob(model_name, task.name, v, corpora[v.n_paraphrases], v.config(cfg),
+                     str(layout.adapter_dir(results_dir, slug(model_name), task.name, v.name)), progress)
+            for v in variants]
+
+
 def train_variants(model_name: str, task: Any, paraphrases: Mapping[str, Sequence[str]], cfg: FinetuneConfig,
                    results_dir: str | os.PathLike, *, sweep: Sequence[int] = (0,), n_par: int = 0,
                    fixed_budget: str = "off", reg_epochs: int = 0, progress: bool = True) -> list[dict[str, Any]]:
-    """Train (or find already trained) every adapter of one model x task; return index rows.
+    """Train (or find already trained) every adapter of one model x task, here, one after another; return index rows.
 
     Adapters go to :func:`kinject_utils.layout.adapter_dir`; a variant whose manifest matches the
     model, data hash and settings is not retrained, a half-trained one resumes. Each variant's
-    training seconds are logged (``wall_s`` is the adapter's total, earlier runs included).
+    training seconds are logged (``wall_s`` is the adapter's total, earlier runs included). The jobs
+    are :func:`variant_jobs`'s, which an executor may also run elsewhere (notebook 03's ``EXECUTOR``).
 
     Returns:
         Rows for the adapter index (:data:`INDEX_COLUMNS`, ``adapter_dir`` as a usable path; written
         relative by :func:`write_adapter_index`), plus ``trained_now_s`` (0 when already trained).
     """
-    if not task.docs:
-        raise ValueError(f"task {task.name} has no knowledge base (kb.jsonl is empty): nothing to fine-tune on")
-    corpora, variants = variant_corpora(tokenizer_for(model_name), task, paraphrases, cfg, sweep=sweep,
-                                        n_par=n_par, fixed_budget=fixed_budget, reg_epochs=reg_epochs)
-    rows = []
-    for v in variants:
-        vcfg = v.config(cfg)
-        out = layout.adapter_dir(results_dir, slug(model_name), task.name, v.name)
-        t0 = time.perf_counter()
-        res = train_adapter(model_name, corpora[v.n_paraphrases], vcfg, out, progress=progress)
-        secs = 0.0 if res.skipped else time.perf_counter() - t0
-        log.info("%s / %s / %s: %s, %d steps (%g epochs), %d tokens, final loss %.3f, %.0f tok/s, %.1f%% real "
-                 "tokens, %.1f s this run", model_name, task.name, v.name,
-                 "already trained" if res.skipped else "trained", res.steps, res.epochs, res.tokens,
-                 res.final_loss, res.tokens_per_s, 100 * res.real_token_fraction, secs)
-        rows.append({"model": model_name, "task": task.name, "variant": v.name, "n_paraphrases": v.n_paraphrases,
-                     "budget": v.budget, "budget_steps": res.steps,
-                     "epochs": res.epochs, "sweep": v.sweep, "tokens": res.tokens, "final_loss": res.final_loss,
-                     "wall_s": res.wall_s, "adapter_dir": str(out), "trained_now_s": round(secs, 2)})
-    return rows
+    return [job() for job in variant_jobs(model_name, task, paraphrases, cfg, results_dir, sweep=sweep, n_par=n_par,
+                                          fixed_budget=fixed_budget, reg_epochs=reg_epochs, progress=progress)]
 
 
 def write_adapter_index(results_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> os.PathLike:

@@ -15,10 +15,11 @@ from typing import Any
 from .. import finetune as ft
 from .. import layout, plots, tasks
 from ..device import cpu_precision_report, resolve
+from ..execute import ExecutorSettings
 from ..io import resolve_path, slug, write_csv
 from ..log import get_logger
 from ..settings import check_choice, check_float, check_int
-from .base import FT_TASKS, MODELS, TASKS, StagePlan, StageSettings, hm, listed
+from .base import FT_MODELS, FT_TASKS, MODELS, TASKS, StagePlan, StageSettings, hm, listed
 from .tokens import model_tokenizer
 
 __all__ = ["FinetuneSettings", "PLAN_COLUMNS", "load_inputs", "lr_search", "memorisation", "plan",
@@ -37,6 +38,7 @@ class FinetuneSettings(StageSettings):
     figures_dir: str = "figures"
     seed: int = 0
     models: list = listed(MODELS)
+    ft_models: list = listed(FT_MODELS)
     tasks: list = listed(TASKS)
     ft_tasks: list = listed(FT_TASKS)
     device: str = "auto"
@@ -54,8 +56,13 @@ class FinetuneSettings(StageSettings):
     lr_search_docs: int = 8
     memo_max_chunks: int = 8
     plan_budget_minutes: float = 30.0
+    executor: str = "local"
+    ray_address: str = "auto"
+    task_cpus: int = 0
+    task_gpus: float = 1.0
 
     def __post_init__(self) -> None:
+        self.executor_settings()  # validates EXECUTOR, RAY_ADDRESS, TASK_CPUS, TASK_GPUS
         check_choice(self, "fixed_budget", ("ft-reg", "ft-par-max", "off"))
         for name in ("epochs", "reg_epochs", "n_par", "lr_search_docs", "memo_max_chunks", "max_train_tokens"):
             check_int(self, name, 0)
@@ -63,8 +70,15 @@ class FinetuneSettings(StageSettings):
         if not isinstance(self.sweep, list) or any(isinstance(n, bool) or not isinstance(n, int) or n < 0
                                                    for n in self.sweep):
             raise ValueError(f"SWEEP must be a list of paraphrase counts >= 0, e.g. [0, 10], got {self.sweep!r}")
+        if not isinstance(self.ft_models, list) or not set(self.ft_models) <= set(self.models):
+            raise ValueError(f"FT_MODELS {self.ft_models!r} must name models of MODELS {self.models!r} (the models to "
+                             "fine-tune); [] fine-tunes every model of MODELS")
         if not isinstance(self.ft_settings, dict):
             raise ValueError(f"FT_SETTINGS must be a mapping of FinetuneConfig fields, got {self.ft_settings!r}")
+
+    def executor_settings(self) -> ExecutorSettings:
+        """Where the jobs run (:mod:`kinject_utils.execute`): ``EXECUTOR`` and its resources per task."""
+        return ExecutorSettings(self.executor, self.ray_address, self.task_cpus, self.task_gpus)
 
     def config(self) -> ft.FinetuneConfig:
         """The preset with this notebook's epochs, seed, device, dtype, token cap and ``FT_SETTINGS`` applied."""
@@ -78,6 +92,10 @@ class FinetuneSettings(StageSettings):
         in_sweep = model in self.sweep_models
         return {"sweep": self.sweep if in_sweep else [], "n_par": self.n_par,
                 "fixed_budget": self.fixed_budget if in_sweep else "off", "reg_epochs": self.reg_epochs}
+
+    def trained_models(self) -> list[str]:
+        """The models of ``MODELS`` this stage fine-tunes (``FT_MODELS``; empty: all)."""
+        return [m for m in self.models if not self.ft_models or m in self.ft_models]
 
     def fine_tuned(self, names: list[str]) -> list[str]:
         """The task names of ``names`` this stage fine-tunes on (``FT_TASKS``; empty: all)."""
@@ -115,7 +133,7 @@ def load_inputs(s: FinetuneSettings) -> tuple[dict[str, Any], dict[str, dict], l
 def _rows(s: FinetuneSettings, cfg: ft.FinetuneConfig, task_objs: dict[str, Any], pars: dict[str, dict],
           warn: bool) -> tuple[list[dict[str, Any]], list[str]]:
     rows, how = [], []
-    for model in s.models:
+    for model in s.trained_models():
         tok, counted = model_tokenizer(model)
         how.append(f"{model}: tokens by {counted}")
         for name, task in task_objs.items():
@@ -133,7 +151,8 @@ def plan(s: FinetuneSettings, task_objs: dict[str, Any], pars: dict[str, dict], 
     as ``budget_steps`` after training). ``counts["rows"]`` holds each adapter's full plan.
     """
     cfg = cfg or s.config()
-    p = StagePlan("03", "fine-tune", [f"models {s.models} on {s.device}; {s.ft_preset}: {cfg.method} r={cfg.lora_r}, "
+    p = StagePlan("03", "fine-tune", [f"models {s.trained_models()} on {s.device}; {s.ft_preset}: {cfg.method} "
+                                      f"r={cfg.lora_r}, "
                                       f"effective batch {cfg.effective_batch}, micro-batch {cfg.micro_batch}, "
                                       f"{s.epochs} epoch(s), {cfg.chunk_len}-token chunks"])
     rows, how = _rows(s, cfg, task_objs, pars, warn)
@@ -142,7 +161,7 @@ def plan(s: FinetuneSettings, task_objs: dict[str, Any], pars: dict[str, dict], 
         p.lines.append(f"  {r['label']}: corpus {r['corpus_tokens']:,} tokens, {r['steps']:,} optimiser steps, "
                        f"{r['tokens_trained']:,} training tokens, ~{r['minutes']:.1f} min at {r['tokens_per_s']:,.0f} "
                        f"tok/s ({r['tokens_per_s_source']})")
-    skipped = [f"{m} / {t}" for m in s.models for t in s.fine_tuned(s.tasks) if t not in task_objs]
+    skipped = [f"{m} / {t}" for m in s.trained_models() for t in s.fine_tuned(s.tasks) if t not in task_objs]
     if skipped:
         p.lines.append(f"  not planned (no knowledge base known here): {', '.join(skipped)}")
     if s.lr_search:
@@ -173,7 +192,7 @@ def lr_search(s: FinetuneSettings, cfg: ft.FinetuneConfig, task_objs: dict[str, 
         log.info("learning-rate search off: lr %g", cfg.lr)
         return cfg, None
     name = next(iter(task_objs))
-    task, model = task_objs[name], s.models[0]
+    task, model = task_objs[name], s.trained_models()[0]
     train_par, held = ft.split_heldout_paraphrases(pars[name], s.lr_search_docs, 2, s.seed)
     texts = ft.corpus_for(task.docs, train_par, max(0, min(s.n_par, min(map(len, train_par.values())))))
     table = ft.lr_search(model, texts, held, cfg, s.lr_search,
@@ -186,12 +205,20 @@ def lr_search(s: FinetuneSettings, cfg: ft.FinetuneConfig, task_objs: dict[str, 
 
 def train(s: FinetuneSettings, cfg: ft.FinetuneConfig, task_objs: dict[str, Any],
           pars: dict[str, dict]) -> list[dict[str, Any]]:
-    """Train (or find trained) every adapter of every model x task; writes the adapter index; returns its rows."""
+    """Train (or find trained) every adapter of every model x task; writes the adapter index; returns its rows.
+
+    Each adapter is one job (:class:`kinject_utils.finetune.variants.TrainJob`), run here one after another
+    (``EXECUTOR: local``) or as Ray tasks, one GPU or ``TASK_CPUS`` threads each (``EXECUTOR: ray``).
+    """
+    from ..execute import run_jobs
+    from ..finetune.variants import variant_jobs
+
     results = resolve_path(s.results_dir)
-    rows = []
-    for model in s.models:
-        for name, task in task_objs.items():
-            rows += ft.train_variants(model, task, pars[name], cfg, results, **s.variants_for(model))
+    ex = s.executor_settings()
+    jobs = [job for model in s.trained_models() for name, task in task_objs.items()
+            for job in variant_jobs(model, task, pars[name], cfg, results, **s.variants_for(model),
+                                    progress=ex.executor == "local")]
+    rows = run_jobs(jobs, ex, desc="adapters", progress=ex.executor != "local", device=s.device)
     ft.write_adapter_index(results, rows)
     return rows
 

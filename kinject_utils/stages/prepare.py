@@ -37,7 +37,7 @@ class PrepareSettings(StageSettings):
     mmlu_dir: str = ""
     mmlu_kb: str = ""
     fictional_knowledge_dir: str = ""
-    fk_max_questions: int = 252
+    fk_max_questions: int = 99
     fk_kinds: list = dataclasses.field(default_factory=lambda: ["memorization", "semantic", "composition"])
     fk_judge: list = dataclasses.field(default_factory=lambda: ["gemma3-270m"])
     fk_judge_device: str = "cpu"

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from .. import study
+from ..execute import ExecutorSettings
 from ..io import read_csv, resolve_path
 from ..settings import check_int
 from .base import MODELS, TASKS, StagePlan, StageSettings, listed
@@ -37,10 +38,19 @@ class ScoreSettings(StageSettings):
     context_tokens: int = 1024
     score_sweep: bool = True
     device: str = "auto"
+    executor: str = "local"
+    ray_address: str = "auto"
+    task_cpus: int = 0
+    task_gpus: float = 1.0
 
     def __post_init__(self) -> None:
+        self.executor_settings()  # validates EXECUTOR, RAY_ADDRESS, TASK_CPUS, TASK_GPUS
         check_int(self, "seed")
         self.config()  # validates the grid fields, with GridConfig's messages
+
+    def executor_settings(self) -> ExecutorSettings:
+        """Where the jobs run (:mod:`kinject_utils.execute`): ``EXECUTOR`` and its resources per task."""
+        return ExecutorSettings(self.executor, self.ray_address, self.task_cpus, self.task_gpus)
 
     def config(self, dtype: str | None = None) -> study.GridConfig:
         """The grid settings (``dtype``: the resolved one, part of every cell's cache key)."""
@@ -99,4 +109,4 @@ def plan(s: ScoreSettings, planned: dict[str, Any], adapters: list[dict[str, Any
 def run(s: ScoreSettings) -> Any:
     """Score every cell not yet scored; returns ``05_scores.csv`` as a ``pandas.DataFrame``."""
     return read_csv(study.score_study(resolve_path(s.results_dir), s.models, s.tasks, s.config(),
-                                         device=s.device), frame=True)
+                                      device=s.device, executor=s.executor_settings()), frame=True)

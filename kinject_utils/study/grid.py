@@ -28,7 +28,7 @@ from ..log import get_logger
 from ..log import progress as progress_iter
 from .costs import CellMeter
 
-__all__ = ["ScoreSpec", "GridConfig", "plan_grid", "run_grid", "subset"]
+__all__ = ["ScoreSpec", "GridConfig", "pending_cells", "plan_grid", "run_grid", "score_cells", "subset"]
 
 log = get_logger("study")
 
@@ -178,18 +178,38 @@ def run_grid(specs: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, A
     """
     from .collect import collect_scores
 
-    results_dir = Path(results_dir)
-    cache = layout.score_cache_dir(results_dir)
-    cache.mkdir(parents=True, exist_ok=True)
+    score_cells(pending_cells(specs, results_dir), results_dir, tasks, cfg, load_model, load_contexts, score_fn,
+                progress=progress, device=device, dtype=dtype)
+    return collect_scores(specs, results_dir)
+
+
+def pending_cells(specs: list[ScoreSpec], results_dir: str | Path) -> list[ScoreSpec]:
+    """The distinct scorings of ``specs`` not yet in the score cache, ordered so that cells sharing a
+    (model, adapter) follow each other (one model load for them all)."""
+    cache = layout.score_cache_dir(Path(results_dir))
     unique = {s.key(): s for s in specs}  # one computation per key, however many labels it has
     todo = [s for k, s in unique.items() if not (cache / f"{k}.jsonl").exists()]
     todo.sort(key=lambda s: (s.model, s.adapter_dir, s.task, s.shots, s.k))
     log.info("%d cells in the grid (%d distinct scorings), %d cached, %d to score",
              len(specs), len(unique), len(unique) - len(todo), len(todo))
+    return todo
+
+
+def score_cells(todo: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, Any], cfg: GridConfig,
+                load_model: Callable[[ScoreSpec], tuple[Any, Any]],
+                load_contexts: Callable[[str, int, Any, int], tuple[list[str], dict]],
+                score_fn: Callable[..., list[dict]], progress: bool = True, device: str = "cpu",
+                dtype: str = "") -> None:
+    """Score ``todo`` in order, each cell's per-question rows written atomically to the score cache
+    (a cell already there, e.g. written by another worker, is skipped)."""
+    cache = layout.score_cache_dir(Path(results_dir))
+    cache.mkdir(parents=True, exist_ok=True)
     loaded_key, model, tok = None, None, None
     ctx_cache: dict[tuple[str, str, int], tuple[list[str], dict]] = {}
     meter = CellMeter(device)
     for spec in progress_iter(todo, desc="scoring cells", disable=not progress):
+        if (cache / f"{spec.key()}.jsonl").exists():
+            continue
         meter.start()
         load_s = 0.0
         if (spec.model, spec.adapter_dir) != loaded_key:
@@ -216,7 +236,6 @@ def run_grid(specs: list[ScoreSpec], results_dir: str | Path, tasks: dict[str, A
                 "peak_mem_mb": m["peak_mem_mb"], "mem_source": m["mem_source"], "device": device,
                 "dtype": spec.precision or dtype}
         write_jsonl(cache / f"{spec.key()}.jsonl", [{**meta, **r} for r in rows])
-    return collect_scores(specs, results_dir)
 
 
 def subset(task: Any, max_questions: int) -> list:
