@@ -91,6 +91,14 @@ class LoopbackHub:
             def log_message(self, *args):  # quiet
                 pass
 
+            def _send(self, data: bytes, etag: str, body: bool) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", etag)
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
             def _answer(self, body: bool) -> None:
                 hub.requests.append(f"{self.command} {self.path}")
                 parts = self.path.split("?")[0].split("/")
@@ -98,24 +106,12 @@ class LoopbackHub:
                     data = blobs[parts[2]]
                     if tamper:
                         data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("ETag", f'"{parts[2]}"')
-                    self.end_headers()
-                    if body:
-                        self.wfile.write(data)
-                    return
+                    return self._send(data, f'"{parts[2]}"', body)
                 # GitHub raw: /<owner>/<name>/<revision>/<path...>
                 if len(parts) >= 5 and f"{parts[1]}/{parts[2]}" in hub.raw:
                     data = hub.raw[f"{parts[1]}/{parts[2]}"].get("/".join(parts[4:]))
                     if data is not None:
-                        self.send_response(200)
-                        self.send_header("Content-Length", str(len(data)))
-                        self.send_header("ETag", f'W/"{hashlib.sha256(data + b"etag").hexdigest()}"')
-                        self.end_headers()
-                        if body:
-                            self.wfile.write(data)
-                        return
+                        return self._send(data, f'W/"{hashlib.sha256(data + b"etag").hexdigest()}"', body)
                 # /datasets/<owner>/<name>/resolve/<revision>/<path...>
                 if len(parts) >= 7 and parts[1] == "datasets" and parts[4] == "resolve":
                     repo, path = f"{parts[2]}/{parts[3]}", "/".join(parts[6:])
