@@ -61,3 +61,28 @@ def test_build_sets_holds_out_the_ood_relations():
     assert all(e["relation"] != "currency" for s in sets.values() for e in s)
     with pytest.raises(ValueError, match=r"OOD_RELATIONS \['weather'\] have no questions; choose among"):
         build_sets(_examples(), StudyConfig(ood_relations=("weather",)))
+
+
+def test_the_unknown_only_set_is_the_full_unknown_share_set_and_is_trained_once(tmp_path, monkeypatch):
+    from kinject_utils.newknowledge import sft
+
+    cfg = StudyConfig(train_size=4, single_size=4, dev_share=0.2, test_share=0.3)
+    splits, sets, notes = build_sets(_examples(), cfg)
+    assert sets["only-Unknown"] == sets["unknown-100"] and "only-Unknown" in notes["single"]
+    calls = {}
+
+    def fake_train(base, tok, train, evals, cfg, label="", final=None):
+        calls[label] = sorted(final)
+        return [{"epoch": 1, "split": "train", "id": e["id"], "correct": 1} for e in train]
+
+    monkeypatch.setattr(sft, "train_and_track", fake_train)
+    final = {"test": splits["test"], "ood": splits["ood"]}
+    rows = sft.run_sets(None, None, sets, {"dev": splits["dev"]}, sft.SftConfig(epochs=1), tmp_path, model="m",
+                        final=final, final_only={"only-MaybeKnown": ["test"]})
+    assert list(calls) == [f"m {n}" for n in sets if n != "only-Unknown"]
+    assert calls["m only-MaybeKnown"] == ["test"] and calls["m unknown-100"] == ["ood", "test"]
+    got = {n: [r["id"] for r in rows if r["set"] == n] for n in ("unknown-100", "only-Unknown")}
+    assert got["only-Unknown"] == got["unknown-100"] and len(got["unknown-100"]) == 4
+    assert not (tmp_path / "only-Unknown.jsonl").exists()
+    _, other, _ = build_sets(_examples(), StudyConfig(train_size=4, single_size=2, dev_share=0.2, test_share=0.3))
+    assert len(other["only-Unknown"]) == 2  # another size: a set of its own

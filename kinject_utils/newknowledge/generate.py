@@ -32,6 +32,11 @@ def first_line(text: str) -> str:
 
 
 TOP_K = 64  # tokens the two-stage sampler draws among first (see HFGenerator._sample)
+# A prefix shared by fewer prompts of a call is not cached: those prompts run whole, batched together. Each
+# prefix group is its own decode loop, and a decode step costs at least one read of the output head (Gemma-3's
+# 262k x 640 floats, ~0.19 s on 2 AVX2 cores, whatever the rows): the few questions that are among their
+# relation's exemplars (a prompt of their own) and the 20-fact fictional relations made most of SliCK's loops.
+MIN_SHARED = 4
 
 
 class HFGenerator:
@@ -77,8 +82,8 @@ class HFGenerator:
     def _groups(self, prompts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, list[int]]]]]:
         """``[(prefix tokens, [(prompt index, own tokens), ...]), ...]``: prompts grouped by their text up to
         the last blank line (the few-shot exemplars), in first-seen order; a prompt whose encoding does not
-        start with its prefix's encoding (a token merged across the boundary) and zero-shot prompts get an
-        empty prefix."""
+        start with its prefix's encoding (a token merged across the boundary), a prompt whose prefix fewer than
+        :data:`MIN_SHARED` prompts share, and zero-shot prompts get an empty prefix."""
         groups: dict[str, tuple[list[int], list[tuple[int, list[int]]]]] = {}
         pre_ids: dict[str, list[int]] = {}
         for i, p in enumerate(prompts):
@@ -92,6 +97,9 @@ class HFGenerator:
             else:
                 ids = []
             groups.setdefault(pre, (ids, []))[1].append((i, full[len(ids):]))
+        few = [pre for pre, (_, members) in groups.items() if pre and len(members) < MIN_SHARED]
+        for pre in few:  # a prefix few prompts share: they join the full prompts, one batch, not a loop each
+            groups.setdefault("", ([], []))[1].extend((i, pre_ids[pre] + own) for i, own in groups.pop(pre)[1])
         return list(groups.values())
 
     def _prefix_kv(self, ids: list[int]) -> list[tuple[Any, Any]] | None:

@@ -195,17 +195,30 @@ def _answer(gen: HFGenerator, epoch: int, splits: dict[str, Sequence[dict]], max
 
 
 def run_sets(base: Any, tok: Any, sets: dict[str, Sequence[dict]], evals: dict[str, Sequence[dict]], cfg: SftConfig,
-             run_dir: str | Path, model: str = "", final: dict[str, Sequence[dict]] | None = None) -> list[dict]:
+             run_dir: str | Path, model: str = "", final: dict[str, Sequence[dict]] | None = None,
+             final_only: dict[str, Sequence[str]] | None = None) -> list[dict]:
     """Train every set (same ``cfg``), caching each run in ``run_dir/<set>.jsonl``; all rows with ``model``/``set``.
 
-    A cached run is reused when its settings, training ids and eval ids match; else it is redone.
+    ``final_only`` restricts a set's ``final`` splits to those named (e.g. ``{"only-MaybeKnown": ["test"]}``:
+    no finding reads that set's out-of-distribution answers, so they are not generated).
+
+    A cached run is reused when its settings, training ids and eval ids match; else it is redone. A set
+    with the same examples in the same order as an earlier one (notebook 07's only-Unknown set when it is
+    the 100%-Unknown set) is trained once: its rows are the earlier set's.
     """
     run_dir = Path(run_dir)
     out: list[dict] = []
+    trained: dict[tuple, str] = {}
     for name, train in sets.items():
+        same = trained.setdefault(tuple((e["id"], e["answer"]) for e in train), name)
+        if same != name:
+            log.info("SFT %s %s: the same examples as %s, not trained again", model, name, same)
+            out += [{**r, "set": name} for r in out if r["set"] == same]
+            continue
         path = run_dir / f"{name}.jsonl"
+        fin = {k: v for k, v in (final or {}).items() if k in (final_only or {}).get(name, (final or {}))}
         meta = {"_meta": True, "format": 2, **cfg.key(), "train_ids": sorted(e["id"] for e in train),
-                "eval_ids": {k: sorted(e["id"] for e in v) for k, v in {**evals, **(final or {})}.items()},
+                "eval_ids": {k: sorted(e["id"] for e in v) for k, v in {**evals, **fin}.items()},
                 "answers": sorted(e["answer"] for e in train)}
         rows = None
         if path.exists():
@@ -214,7 +227,7 @@ def run_sets(base: Any, tok: Any, sets: dict[str, Sequence[dict]], evals: dict[s
                 rows = cached[1:]
                 log.info("SFT %s %s: reused %s", model, name, path)
         if rows is None:
-            rows = train_and_track(base, tok, train, evals, cfg, label=f"{model} {name}", final=final)
+            rows = train_and_track(base, tok, train, evals, cfg, label=f"{model} {name}", final=fin or None)
             write_jsonl(path, [meta, *rows])
         out += [{"model": model, "set": name, **r} for r in rows]
     return out

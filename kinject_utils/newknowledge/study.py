@@ -41,13 +41,13 @@ class StudyConfig:
     n_samples: int = 3
     per_relation: int = 100
     n_fictional: int = 60
-    train_size: int = 40
+    train_size: int = 24
     shares: tuple[float, ...] = (0.0, 0.5, 1.0)
     idk_share: float = 0.5
     mixed_share: float = 0.5
     single_size: int = 24
-    epochs: int = 4
-    lr: float = 0.002
+    epochs: int = 5
+    lr: float = 0.0005
     batch_size: int = 8
     dev_share: float = 0.12
     test_share: float = 0.53
@@ -171,6 +171,9 @@ def build_sets(exs: Sequence[dict], cfg: StudyConfig) -> tuple[dict[str, list[di
     sets = unknown_share_sets(splits["train"], size, cfg.shares, cfg.seed)
     sets["idk-" + share_name(cfg.idk_share)] = idk_variant(sets[share_name(cfg.idk_share)])
     single, skipped = single_category_sets(splits["train"], cfg.single_size, cfg.seed)
+    if "only-Unknown" in single and cfg.single_size == size and 1.0 in cfg.shares:
+        # the 100%-Unknown set already is an Unknown-only set of this size: the same examples, trained once
+        single["only-Unknown"] = sets[share_name(1.0)]  # (run_sets reuses the run of an identical set)
     sets.update(single)
     return splits, sets, {"single": sorted(single), "skipped": skipped, "train_size": size}
 
@@ -184,7 +187,10 @@ def train_model(model: str, facts: Sequence[Fact], slick_rows: Sequence[dict], c
                                     "sets": {k: [e["id"] for e in v] for k, v in sets.items()}, **notes})
     model_obj, tok = loaded if loaded is not None else load(model, cfg.device, cfg.dtype)
     final = {"test": splits["test"], **({"ood": splits["ood"]} if splits["ood"] else {})}
-    rows = run_sets(model_obj, tok, sets, {"dev": splits["dev"]}, cfg.sft(), mdir / "sft", model=model, final=final)
+    # out-of-distribution answers for the Unknown-share sets only: the paper's OOD result (finding 1) reads them
+    only = {name: ("test",) for name in sets if name not in {share_name(s) for s in cfg.shares}}
+    rows = run_sets(model_obj, tok, sets, {"dev": splits["dev"]}, cfg.sft(), mdir / "sft", model=model, final=final,
+                    final_only=only)
     notes["sizes"] = {k: len(v) for k, v in splits.items()}
     return rows, notes
 
