@@ -46,7 +46,7 @@ class StudyConfig:
     idk_share: float = 0.5
     mixed_share: float = 0.5
     single_size: int = 24
-    epochs: int = 5
+    epochs: int = 4
     lr: float = 0.0005
     batch_size: int = 8
     dev_share: float = 0.12
