@@ -17,26 +17,23 @@ The categories come from a finished notebook 07 (``07_slick.csv``), so SliCK is 
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
-from kinject_utils.io import write_csv
+from kinject_utils.io import read_csv, write_csv
 from kinject_utils.log import get_logger
 from kinject_utils.newknowledge import StudyConfig, build_sets, examples, load, study_facts, train_and_track
+from kinject_utils.newknowledge.claims import train_accuracy
 from kinject_utils.newknowledge.sft import SftConfig
 
 log = get_logger("search_sft_lr")
 
 
 def epoch_table(rows: list[dict]) -> list[dict]:
-    """Per epoch: train and dev accuracy and the mean training loss."""
-    out = []
-    for e in sorted({r["epoch"] for r in rows if r["split"] == "_loss"}):
-        acc = {s: [r["correct"] for r in rows if r["epoch"] == e and r["split"] == s] for s in ("train", "dev")}
-        loss = next(r["loss"] for r in rows if r["epoch"] == e and r["split"] == "_loss")
-        out.append({"epoch": e, "loss": loss, **{f"{s}_acc": sum(v) / len(v) for s, v in acc.items()}})
-    return out
+    """Per epoch: train and dev accuracy (as ``07_claims.md`` reads them) and the mean training loss."""
+    loss = {r["epoch"]: r["loss"] for r in rows if r["split"] == "_loss"}
+    run = [{"model": "", "set": "", **r} for r in rows]
+    return [{"epoch": e, "loss": loss[e], "train_acc": tr, "dev_acc": dv} for e, tr, dv in train_accuracy(run, "", "")]
 
 
 def choose(table: list[dict], fit: float) -> tuple[float | None, list[dict]]:
@@ -64,8 +61,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/search_sft_lr")
     args = ap.parse_args()
     cfg = StudyConfig()
-    with open(args.slick, newline="") as f:
-        slick = [r for r in csv.DictReader(f) if r["model"] == args.model]
+    slick = [r for r in read_csv(args.slick) if r["model"] == args.model]
     if not slick:
         raise SystemExit(f"{args.slick} has no rows for {args.model!r}: run notebook 07 (make newknowledge) first")
     splits, sets, notes = build_sets(examples(study_facts(cfg), slick), cfg)

@@ -216,7 +216,8 @@ def run_sets(base: Any, tok: Any, sets: dict[str, Sequence[dict]], evals: dict[s
             out += [{**r, "set": name} for r in out if r["set"] == same]
             continue
         path = run_dir / f"{name}.jsonl"
-        fin = {k: v for k, v in (final or {}).items() if k in (final_only or {}).get(name, (final or {}))}
+        keep = (final_only or {}).get(name)
+        fin = {k: v for k, v in (final or {}).items() if keep is None or k in keep}
         meta = {"_meta": True, "format": 2, **cfg.key(), "train_ids": sorted(e["id"] for e in train),
                 "eval_ids": {k: sorted(e["id"] for e in v) for k, v in {**evals, **fin}.items()},
                 "answers": sorted(e["answer"] for e in train)}
